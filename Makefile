@@ -1,0 +1,49 @@
+# Taskwire developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration lint format bench loadtest clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with Taskwire (editable) and its dev tools; quick when nothing changed
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install ## start everything locally (migrations, embedded Redis, API, worker) on http://127.0.0.1:8000
+	$(BIN)/taskwire run
+
+test: install ## run the whole test suite (unit + integration with real Redis, uvicorn and Celery)
+	$(BIN)/pytest
+
+test-unit: install ## run the fast unit tests only
+	$(BIN)/pytest tests/unit
+
+test-integration: install ## run the integration tests only
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff format --check, ruff check, mypy on backend/
+	$(BIN)/ruff format --check backend tests alembic loadtests
+	$(BIN)/ruff check backend tests alembic loadtests
+	$(BIN)/mypy backend
+
+bench: install ## benchmarks against same-run baselines; results go to docs/performance.md
+	$(BIN)/python -m loadtests.bench.run
+
+loadtest: install ## Locust, headless, against a private stack (or HOST=url); USERS=10 DURATION=60s; reports in loadtests/reports/
+	$(BIN)/python -m loadtests.run_loadtest
+
+format: install ## apply ruff formatting and safe fixes
+	$(BIN)/ruff format backend tests alembic loadtests
+	$(BIN)/ruff check --fix backend tests alembic loadtests
+
+clean: ## remove the virtualenv, caches and local data (var/)
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""Chat providers: an OpenAI-compatible streaming client (DeepSeek, Qwen, OpenAI, Ollama, vLLM,
+llama.cpp server) built on one httpx.AsyncClient, and the built-in offline tutor."""
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+
+from app.worker.retry import PermanentError, TransientError
+
+ChatMessages = list[dict[str, str]]
+
+_PIECES = re.compile(r"\s*\S+\s*")
+
+
+class ChatProvider(Protocol):
+    """Streams an answer to OpenAI-style messages, piece by piece, filling `usage` when known."""
+
+    offline: bool
+
+    def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]: ...
+
+
+class OpenAICompatibleProvider:
+    """`POST {base_url}/chat/completions` with `stream=true`, read as server-sent events."""
+
+    offline = False
+
+    def __init__(self, *, base_url: str, api_key: str | None, connect_timeout_s: float, read_timeout_s: float):
+        headers = {"Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        # One client per worker process: its connection pool is reused by every chat.
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=10, pool=10),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+        )
+
+    async def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]:
+        """Yield the answer's text pieces; raises TransientError (retry) or PermanentError (give up)."""
+        body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            async with self._client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _http_error(response)
+                async for line in response.aiter_lines():
+                    piece = _parse_event(line, usage)
+                    if piece is None:
+                        break
+                    if piece:
+                        yield piece
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            # Connection refused, reset, or a stream that broke off half-way: try again.
+            raise TransientError("llm_connection_error", f"{type(exc).__name__}: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+def _parse_event(line: str, usage: dict[str, Any]) -> str | None:
+    """The text in one SSE line ('' for none); None at `[DONE]`."""
+    if not line.startswith("data:"):
+        return ""  # blank separators, comments (": keep-alive") and other fields
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise TransientError("llm_bad_stream", "the model sent a malformed event") from None
+    if chunk.get("usage"):
+        usage.update(chunk["usage"])
+    choices = chunk.get("choices") or []
+    content = choices[0].get("delta", {}).get("content") if choices else None
+    return content or ""
+
+
+def _http_error(response: httpx.Response) -> Exception:
+    detail = _error_message(response)
+    status = response.status_code
+    if status == 429:
+        return TransientError("llm_rate_limited", f"rate limited: {detail}", retry_after_s=_retry_after(response))
+    if status >= 500 or status == 408:
+        return TransientError("llm_server_error", f"HTTP {status}: {detail}", retry_after_s=_retry_after(response))
+    if status in (401, 403):
+        return PermanentError("llm_auth_failed", "the tutor's model service refused our credentials")
+    return PermanentError("llm_bad_request", f"the model service rejected the request (HTTP {status}): {detail}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class OfflineProvider:
+    """A deterministic, clearly labelled tutor reply, streamed like a real model's, for use with no network."""
+
+    offline = True
+
+    def __init__(self, *, delay_ms: int):
+        self._delay_s = delay_ms / 1000
+
+    def reply_text(self, messages: ChatMessages) -> str:
+        """The whole reply this provider gives to `messages`."""
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        question = question.split("\n\n[", 1)[0]  # the learner's words, not the attached code context
+        shown = " ".join(question.split())
+        if len(shown) > 200:
+            shown = shown[:199] + "…"
+        return (
+            "[Offline tutor — no language model is configured, so this is a built-in reply.]\n\n"
+            f"You asked: “{shown}”\n\n"
+            "Let's reason it out together:\n"
+            "1. What did you expect the page to do, and what does it do instead?\n"
+            "2. Which part — the HTML structure, a CSS rule or a line of JavaScript — controls that behaviour?\n"
+            "3. Change one small thing, reload the preview, and see what moves.\n\n"
+            "Set LLM_BASE_URL and LLM_API_KEY to talk to a real tutor model."
+        )
+
+    async def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]:
+        """Yield the reply word by word, `LLM_OFFLINE_DELAY_MS` apart."""
+        for index, match in enumerate(_PIECES.finditer(self.reply_text(messages))):
+            if index and self._delay_s:
+                await asyncio.sleep(self._delay_s)
+            yield match.group()

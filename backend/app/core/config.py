@@ -1,0 +1,114 @@
+"""The one place configuration is read: environment variables (and `.env`) into `Settings`."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Refused outside development (see the validator below).
+DEFAULT_JWT_SECRET = "dev-insecure-change-me"  # noqa: S105
+
+
+class Settings(BaseSettings):
+    """Every setting Taskwire reads, with its default; names match the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Local state of `taskwire run`: the default SQLite file and the embedded Redis's data.
+    data_dir: Path = Path("var")
+    database_url: str = ""  # empty: a SQLite file in data_dir
+    # None means "not configured": `taskwire run` then starts an embedded redis-server.
+    redis_url: str | None = None
+
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_expire_minutes: int = Field(default=12 * 60, gt=0)
+
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model_fast: str = "deepseek-chat"
+    llm_model_strong: str = "deepseek-reasoner"
+    llm_routing_threshold_chars: int = Field(default=1000, gt=0)
+    llm_offline_delay_ms: int = Field(default=30, ge=0)
+    llm_connect_timeout_s: float = Field(default=10, gt=0)
+    llm_read_timeout_s: float = Field(default=60, gt=0)
+
+    chat_history_turns: int = Field(default=10, ge=0)
+    chat_history_chars: int = Field(default=6000, ge=0)
+    chat_delta_interval_ms: int = Field(default=50, ge=0)
+    # Include the exact prompt in chat_result (it is always stored with the answer).
+    chat_expose_prompt: bool = False
+
+    ws_ping_interval_s: float = Field(default=20, gt=0)
+    ws_idle_timeout_s: float = Field(default=30, gt=0)
+    ws_auth_timeout_s: float = Field(default=5, gt=0)
+    ws_send_queue_size: int = Field(default=256, gt=0)
+    ws_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
+    bus_canary_interval_s: float = Field(default=5, gt=0)
+    shutdown_drain_timeout_s: float = Field(default=3, ge=0)
+
+    history_maxlen: int = Field(default=1000, gt=0)
+    history_ttl_s: int = Field(default=24 * 3600, gt=0)
+
+    # Tasks one worker runs at once (they wait on the LLM or on Chromium, not on the CPU).
+    worker_concurrency: int = Field(default=8, gt=0)
+    task_lease_ttl_s: float = Field(default=30, gt=0)
+    task_reconcile_interval_s: float = Field(default=10, gt=0)
+    task_max_attempts: int = Field(default=5, gt=0)
+    # Touched by each worker's reconciler pass, for container health checks (unset: none).
+    worker_heartbeat_file: Path | None = None
+    task_retry_attempts: int = Field(default=4, gt=0)
+    task_retry_base_delay_s: float = Field(default=1, ge=0)
+    task_retry_max_delay_s: float = Field(default=30, ge=0)
+    celery_visibility_timeout_s: int = Field(default=1800, gt=0)
+    # How often kombu scans for unacknowledged messages older than the visibility timeout:
+    # every interval × throttle seconds (kombu's defaults: 10 × 10).
+    celery_unacked_restore_interval_s: float = Field(default=10, gt=0)
+    celery_unacked_restore_throttle: int = Field(default=10, gt=0)
+    chat_soft_time_limit_s: int = Field(default=120, gt=0)
+    chat_time_limit_s: int = Field(default=150, gt=0)
+
+    chromium_path: str = "/usr/bin/chromium"
+    sandbox_max_concurrency: int = Field(default=5, gt=0)
+    sandbox_queue_timeout_s: float = Field(default=30, gt=0)
+    sandbox_timeout_s: float = Field(default=15, gt=0)
+
+    # Host headers this service answers to, and browser origins allowed to call it cross-origin.
+    allowed_hosts: list[str] = ["*"]
+    cors_origins: list[str] = []
+
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # "requests/seconds", counted in Redis across replicas.
+    submit_rate_limit: str = Field(default="30/60", pattern=r"^\d+/\d+$")
+    auth_rate_limit: str = Field(default="20/60", pattern=r"^\d+/\d+$")
+    ws_max_sockets_per_user: int = Field(default=20, gt=0)
+
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'taskwire.db'}"
+        if self.environment != "development" and self.jwt_secret == DEFAULT_JWT_SECRET:
+            raise ValueError("JWT_SECRET must be set to a private value outside development")
+        if self.chat_time_limit_s <= self.chat_soft_time_limit_s:
+            raise ValueError("CHAT_TIME_LIMIT_S must be greater than CHAT_SOFT_TIME_LIMIT_S")
+        return self
+
+    @property
+    def required_redis_url(self) -> str:
+        """The Redis URL, for components that cannot run without one."""
+        if not self.redis_url:
+            raise RuntimeError("REDIS_URL is not set (only `taskwire run` starts Redis for you)")
+        return self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

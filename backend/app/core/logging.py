@@ -1,0 +1,97 @@
+"""Structured logs: one JSON object per line (or plain text locally), carrying task and participant ids."""
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+# Set by the request middleware, the WebSocket route and task runners; read by every log line.
+log_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
+
+# `?token=` in WebSocket URLs (logged by uvicorn), bearer headers and token fields in bodies.
+_SECRETS = re.compile(r"((?:access_)?token[\"']?\s*[=:]\s*[\"']?|Bearer\s+)[\w.~+/-]+=*", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def bind_log_context(**values: object) -> contextvars.Token[dict[str, str]]:
+    """Add ids (task_id, participant_id, request_id…) to every log line of the current context."""
+    merged = {**log_context.get(), **{k: str(v) for k, v in values.items() if v is not None}}
+    return log_context.set(merged)
+
+
+@contextlib.contextmanager
+def log_context_bound(**values: object) -> Iterator[None]:
+    """Bind ids for the duration of a block (a worker runs many tasks in one context)."""
+    token = bind_log_context(**values)
+    try:
+        yield
+    finally:
+        log_context.reset(token)
+
+
+def redact_secrets(text: str) -> str:
+    """The text with every token-looking value replaced by `[redacted]`."""
+    return _SECRETS.sub(lambda match: match.group(1) + REDACTED, text)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites each record's message so no token reaches any log line, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_secrets(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, context ids and `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **log_context.get(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-friendly single lines for local runs, with the context ids appended."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(f"{k}={v}" for k, v in log_context.get().items())
+        return f"{line} {context}" if context else line
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    """Send all logs to stderr in the chosen format; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecretsFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The access log adds nothing our request ids don't, and would print every query string.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "celery"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

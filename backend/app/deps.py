@@ -1,0 +1,84 @@
+"""FastAPI dependencies, as Annotated aliases endpoints declare by type."""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.errors import NotAuthenticated
+from app.core.rate_limit import RateLimiter
+from app.core.security import InvalidToken, decode_access_token
+from app.realtime.publisher import AsyncEnvelopePublisher
+from app.tasks.dispatch import TaskDispatcher
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    client: aioredis.Redis = request.app.state.redis
+    return client
+
+
+def _publisher(request: Request) -> AsyncEnvelopePublisher:
+    publisher: AsyncEnvelopePublisher = request.app.state.publisher
+    return publisher
+
+
+def _dispatcher(request: Request) -> TaskDispatcher:
+    dispatcher: TaskDispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+PublisherDep = Annotated[AsyncEnvelopePublisher, Depends(_publisher)]
+DispatcherDep = Annotated[TaskDispatcher, Depends(_dispatcher)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
+
+
+def _current_participant(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> uuid.UUID:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("send Authorization: Bearer <token>")
+    try:
+        return decode_access_token(credentials.credentials, settings)
+    except InvalidToken:
+        raise NotAuthenticated("invalid or expired token", code="invalid_token") from None
+
+
+CurrentParticipant = Annotated[uuid.UUID, Depends(_current_participant)]
+
+
+async def _limit_submits(request: Request, participant_id: CurrentParticipant, settings: SettingsDep) -> uuid.UUID:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.check("submit", str(participant_id), settings.submit_rate_limit)
+    return participant_id
+
+
+async def _limit_auth(request: Request, settings: SettingsDep) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    client_ip = request.client.host if request.client else "unknown"
+    await limiter.check("auth", client_ip, settings.auth_rate_limit)
+
+
+# The caller of a submit endpoint, counted against SUBMIT_RATE_LIMIT.
+SubmittingParticipant = Annotated[uuid.UUID, Depends(_limit_submits)]
+# Register and login count against AUTH_RATE_LIMIT per client IP.
+AuthRateLimit = Depends(_limit_auth)

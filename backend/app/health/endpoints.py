@@ -1,0 +1,40 @@
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process is up and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database and Redis answer, and the bus listener is subscribed."""
+    state = request.app.state
+    if state.shutting_down:
+        return JSONResponse({"status": "shutting_down", "checks": {}}, status_code=503)
+    checks = {"database": False, "redis": False, "bus": state.bus.connected.is_set()}
+    try:
+        async with asyncio.timeout(2):
+            async with state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        checks["database"] = True
+    except Exception as exc:
+        logger.warning("readiness: database check failed", extra={"error": repr(exc)})
+    try:
+        async with asyncio.timeout(2):
+            checks["redis"] = bool(await state.redis.ping())
+    except Exception as exc:
+        logger.warning("readiness: redis check failed", extra={"error": repr(exc)})
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -1,0 +1,122 @@
+"""The API replica: `create_app()` builds the FastAPI app; its lifespan owns every long-lived client."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from app.auth.endpoints import router as auth_router
+from app.chat.endpoints import router as chat_router
+from app.core.config import Settings, get_settings
+from app.core.handlers import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from app.core.rate_limit import RateLimiter
+from app.core.redis import create_async_redis
+from app.db.session import api_sessionmaker, create_api_engine
+from app.exercises.endpoints import router as exercises_router
+from app.exercises.repository import all_exercises
+from app.health.endpoints import router as health_router
+from app.metrics.endpoints import HttpMetricsMiddleware
+from app.metrics.endpoints import router as metrics_router
+from app.realtime.bus import BusListener
+from app.realtime.endpoints import router as realtime_router
+from app.realtime.envelopes import CloseCode
+from app.realtime.manager import ConnectionManager
+from app.realtime.publisher import AsyncEnvelopePublisher
+from app.submissions.endpoints import router as submissions_router
+from app.tasks.dispatch import TaskDispatcher
+from app.tasks.endpoints import router as tasks_router
+from app.worker.celery_app import celery_app, configure_celery
+
+logger = logging.getLogger(__name__)
+
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+
+
+async def begin_shutdown(app: FastAPI) -> None:
+    """Stop being ready, let sockets flush what is queued, then close them with 1012 (idempotent).
+
+    Runs before the server drops its connections, so clients get everything already queued
+    and move to another replica at once; anything not yet sent is still in their history.
+    """
+    state = app.state
+    if getattr(state, "shutting_down", True):
+        return
+    state.shutting_down = True
+    await state.manager.drain_and_close(
+        CloseCode.SERVICE_RESTART, "server restarting", timeout_s=state.settings.shutdown_drain_timeout_s
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API replica: routes, middleware, error handlers and the static frontend."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    all_exercises()  # a broken exercise file stops the start, naming the file
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        state.engine = create_api_engine(settings.database_url)
+        state.sessions = api_sessionmaker(state.engine)
+        state.redis = create_async_redis(settings.required_redis_url)
+        state.dispatcher = TaskDispatcher(configure_celery(celery_app, settings), state.redis)
+        state.publisher = AsyncEnvelopePublisher(
+            state.redis, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
+        )
+        state.rate_limiter = RateLimiter(state.redis)
+        state.manager = ConnectionManager(
+            state.redis, history_maxlen=settings.history_maxlen, max_sockets_per_user=settings.ws_max_sockets_per_user
+        )
+        state.bus = BusListener(state.redis, state.manager, canary_interval_s=settings.bus_canary_interval_s)
+        state.shutting_down = False
+        background = [
+            asyncio.create_task(state.bus.run(), name="bus-listener"),
+            asyncio.create_task(state.manager.run_heartbeat(settings.ws_ping_interval_s), name="ws-heartbeat"),
+        ]
+        try:
+            yield
+        finally:
+            await begin_shutdown(app)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await state.redis.aclose()
+            await state.engine.dispose()
+
+    app = FastAPI(title="Taskwire", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (
+        health_router,
+        metrics_router,
+        auth_router,
+        chat_router,
+        submissions_router,
+        exercises_router,
+        tasks_router,
+        realtime_router,
+    ):
+        app.include_router(router)
+    if FRONTEND_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    return app

@@ -1,0 +1,45 @@
+"""This replica's Prometheus metrics (one registry per process; no FastAPI imports)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+
+ws_connections = Gauge("taskwire_ws_connections", "Open WebSocket connections on this replica", registry=registry)
+ws_delivered = Counter(
+    "taskwire_ws_messages_delivered_total", "Envelopes queued for a socket on this replica", registry=registry
+)
+ws_dropped = Counter(
+    "taskwire_ws_messages_dropped_total",
+    "Envelopes not queued because the socket was too slow (it is closed with 4408 and resumes)",
+    registry=registry,
+)
+ws_replayed = Counter(
+    "taskwire_ws_messages_replayed_total", "Envelopes sent from history (resume, catch-up)", registry=registry
+)
+bus_reconnects = Gauge("taskwire_bus_reconnects", "Times this replica's bus listener reconnected", registry=registry)
+bus_connected = Gauge("taskwire_bus_connected", "1 while the bus listener hears its canary", registry=registry)
+bus_lag = Histogram(
+    "taskwire_bus_lag_seconds",
+    "From an envelope's publication to its dispatch on this replica",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=registry,
+)
+http_latency = Histogram(
+    "taskwire_http_request_duration_seconds",
+    "HTTP request latency by route and status",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=registry,
+)
+tasks_by_state = Gauge(
+    "taskwire_tasks", "Tasks in the database by kind and state", ["kind", "state"], registry=registry
+)
+llm_tokens = Gauge(
+    "taskwire_llm_tokens", "LLM tokens used by model and kind (all workers)", ["model", "kind"], registry=registry
+)
+duplicate_deliveries = Gauge(
+    "taskwire_duplicate_deliveries",
+    "Redelivered task messages acknowledged without running (all workers)",
+    ["reason"],
+    registry=registry,
+)

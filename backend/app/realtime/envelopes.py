@@ -1,0 +1,119 @@
+"""The one definition of the wire format, shared by the worker-side publisher and the API side.
+
+No FastAPI or Celery imports here: both sides and the tests depend on this module alone.
+An envelope is encoded in two steps because its `id` is the Redis stream id, known only once
+the history entry is written: `encode_body` makes the JSON without `id`, and `attach_id`
+(or the identical splice in the publisher's Lua script) puts `"id"` first.
+"""
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+ENVELOPE_VERSION = 1
+
+
+class EnvelopeType(StrEnum):
+    """Messages stored in a user's history and pushed to the browser."""
+
+    TASK_STATUS = "task_status"
+    CHAT_DELTA = "chat_delta"
+    CHAT_RESULT = "chat_result"
+    SUBMISSION_PROGRESS = "submission_progress"
+    SUBMISSION_RESULT = "submission_result"
+
+
+class ControlType(StrEnum):
+    """Frames that belong to one connection and are never stored in history."""
+
+    HELLO = "hello"
+    PING = "ping"
+    PONG = "pong"
+    AUTH = "auth"
+    RESUME = "resume"
+    ERROR = "error"
+
+
+class CloseCode:
+    """WebSocket close codes Taskwire uses (documented in docs/protocol.md)."""
+
+    SERVICE_RESTART = 1012
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    IDLE_TIMEOUT = 4000  # the client stayed silent past WS_IDLE_TIMEOUT_S
+    BAD_REQUEST = 4400  # the connection request itself was malformed (e.g. last_id)
+    SLOW_CONSUMER = 4408
+    TOO_MANY_SOCKETS = 4429  # the user opened more than WS_MAX_SOCKETS_PER_USER here; the oldest goes
+
+
+def history_key(participant_id: str) -> str:
+    """The Redis stream holding one user's ordered message history."""
+    return f"ws:history:{participant_id}"
+
+
+def user_channel(participant_id: str) -> str:
+    """The pub/sub channel of one user's live messages."""
+    return f"ws:user:{participant_id}"
+
+
+USER_CHANNEL_PATTERN = user_channel("*")
+_CHANNEL_PREFIX = user_channel("")
+
+
+def participant_from_channel(channel: str) -> str | None:
+    """The participant id a `ws:user:<id>` channel belongs to, or None for any other channel."""
+    if not channel.startswith(_CHANNEL_PREFIX) or len(channel) == len(_CHANNEL_PREFIX):
+        return None
+    return channel[len(_CHANNEL_PREFIX) :]
+
+
+def utc_timestamp() -> str:
+    """Now, as the envelope's ISO 8601 UTC timestamp with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode_body(
+    envelope_type: EnvelopeType,
+    task_id: str,
+    data: dict[str, Any],
+    error: dict[str, str] | None = None,
+) -> str:
+    """The envelope as compact JSON without its `id`, ready for `attach_id`."""
+    body = {
+        "v": ENVELOPE_VERSION,
+        "type": str(envelope_type),
+        "task_id": task_id,
+        "timestamp": utc_timestamp(),
+        "data": data,
+        "error": error,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def attach_id(body: str, envelope_id: str) -> str:
+    """The complete envelope text: `body` with `"id"` spliced in as its first member."""
+    return '{"id":"' + envelope_id + '",' + body[1:]
+
+
+def stream_id_key(envelope_id: str) -> tuple[int, int]:
+    """A sortable key for a Redis stream id `<ms>-<seq>`; raises ValueError when malformed."""
+    ms, _, seq = envelope_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def is_stream_id(value: object) -> bool:
+    """Whether `value` is a well-formed Redis stream id."""
+    if not isinstance(value, str) or len(value) > 41:
+        return False
+    try:
+        stream_id_key(value)
+    except ValueError:
+        return False
+    return True
+
+
+def control_frame(frame_type: ControlType, data: dict[str, Any] | None = None) -> str:
+    """A control frame (`hello`, `ping`, `error`): same outer shape, no `id`, never stored."""
+    frame = {"v": ENVELOPE_VERSION, "type": str(frame_type), "timestamp": utc_timestamp(), "data": data or {}}
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,294 @@
+"""This replica's sockets: participant → connections, each with a bounded queue and its own sender."""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+
+import redis.asyncio as aioredis
+from starlette.websockets import WebSocket, WebSocketState
+
+from app.metrics import registry as metrics
+from app.realtime import history
+from app.realtime.envelopes import CloseCode, ControlType, control_frame, stream_id_key
+
+logger = logging.getLogger(__name__)
+
+# One queue slot: a single frame, or a batch (hello + replayed history) sent back to back.
+QueueItem = str | list[str]
+_SLOW_CONSUMER = "slow consumer: reconnect with your last id"
+
+
+class ClientConnection:
+    """One open WebSocket: envelopes are queued here and written by its own sender task.
+
+    The watermark is the newest envelope id this socket has been given (or was not owed, for
+    a fresh connection: the history head when it connected). Live envelopes at or below it are
+    duplicates of replayed history and are dropped; after a bus outage the connection catches
+    up from history above it.
+    """
+
+    def __init__(self, websocket: WebSocket, participant_id: str, *, queue_size: int):
+        self.websocket = websocket
+        self.participant_id = participant_id
+        self.connection_id = uuid.uuid4().hex
+        self.opened_at = time.monotonic()
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=queue_size)
+        # Live envelopes that arrive while history is being read wait here, so the hand-over
+        # from replay to live has no gap.
+        self._held: list[tuple[str, str]] | None = []
+        self._watermark: tuple[int, int] | None = None
+        self.watermark_id: str | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+
+    def offer(self, envelope_id: str, text: str) -> bool:
+        """Queue a live envelope without waiting; False when the socket is too slow and is being closed."""
+        if self.close_code is not None:
+            return False
+        if self._held is not None:
+            self._held.append((envelope_id, text))
+            return True
+        key = stream_id_key(envelope_id)
+        if self._watermark is not None and key <= self._watermark:
+            return True  # already sent through replay
+        if not self._put(text):
+            return False
+        self._raise_watermark(envelope_id, key)
+        return True
+
+    def offer_control(self, text: str) -> None:
+        """Queue a control frame (`ping`, `error`) for this socket only; it has no id."""
+        if self.close_code is None:
+            self._put(text)
+
+    def hold(self) -> None:
+        """Hold live envelopes back while history is read for this socket."""
+        if self._held is None:
+            self._held = []
+
+    def release(self, frames: list[str], replay: list[history.HistoryEntry], *, floor_id: str | None) -> None:
+        """Queue `frames` and the replay as one batch, then the held live envelopes above what was sent.
+
+        `floor_id` is what the client already has (its `last_id`); held envelopes at or below
+        it, or below the last replayed one, are dropped as duplicates.
+        """
+        held, self._held = self._held or [], None
+        if floor_id is not None:
+            self._raise_watermark(floor_id, stream_id_key(floor_id))
+        if replay:
+            self._raise_watermark(replay[-1].id, stream_id_key(replay[-1].id))
+        batch = [*frames, *(entry.text for entry in replay)]
+        metrics.ws_replayed.inc(len(replay))
+        if batch and not self._put(batch):
+            return
+        for envelope_id, text in held:
+            self.offer(envelope_id, text)
+
+    def not_owed_before(self, head_id: str | None) -> None:
+        """Mark everything up to `head_id` as not owed (a fresh connection's starting point)."""
+        if head_id is not None:
+            self._raise_watermark(head_id, stream_id_key(head_id))
+
+    def start(self) -> None:
+        """Start the sender task."""
+        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self.connection_id}")
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Close this socket soon, from any task, without waiting for it."""
+        if self.close_code is None:
+            self.close_code = code
+            if code == CloseCode.SLOW_CONSUMER and self._sender is not None:
+                self._sender.cancel()  # the client resumes from history; stop feeding a stuck socket
+            self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been written to the socket."""
+        if self._sender is not None and not self._sender.done():
+            await self._queue.join()
+
+    async def stop(self) -> None:
+        """Stop the sender task and let a requested close finish; the route owns the socket."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        if self._closer is not None:
+            await self._closer
+
+    def _put(self, item: QueueItem) -> bool:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            logger.warning("closing a slow consumer", extra={"connection_id": self.connection_id})
+            self.request_close(CloseCode.SLOW_CONSUMER, _SLOW_CONSUMER)
+            return False
+        return True
+
+    def _raise_watermark(self, envelope_id: str, key: tuple[int, int]) -> None:
+        if self._watermark is None or key > self._watermark:
+            self._watermark, self.watermark_id = key, envelope_id
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            if self.websocket.application_state == WebSocketState.CONNECTED:
+                await self.websocket.close(code=code, reason=reason)
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, str):
+                    await self.websocket.send_text(item)
+                else:
+                    for text in item:
+                        await self.websocket.send_text(text)
+                self._queue.task_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the peer went away; the receive loop notices and cleans up
+            logger.debug("sender stopped", exc_info=True)
+
+
+class ConnectionManager:
+    """Maps participant ids to this replica's open connections and hands envelopes to them."""
+
+    def __init__(self, redis: aioredis.Redis, *, history_maxlen: int, max_sockets_per_user: int = 20):
+        self._redis = redis
+        self._history_maxlen = history_maxlen
+        self._max_sockets_per_user = max_sockets_per_user
+        self._by_participant: dict[str, set[ClientConnection]] = defaultdict(set)
+
+    @property
+    def connection_count(self) -> int:
+        """How many sockets this replica holds."""
+        return sum(len(conns) for conns in self._by_participant.values())
+
+    def connections(self) -> list[ClientConnection]:
+        """A snapshot of every open connection."""
+        return [conn for conns in self._by_participant.values() for conn in conns]
+
+    def register(self, connection: ClientConnection) -> None:
+        """Start routing a participant's live envelopes to this connection (held until released).
+
+        Past WS_MAX_SOCKETS_PER_USER on this replica, the user's oldest socket is closed (4429).
+        """
+        conns = self._by_participant[connection.participant_id]
+        open_ones = [c for c in conns if c.close_code is None]
+        if len(open_ones) >= self._max_sockets_per_user:
+            oldest = min(open_ones, key=lambda c: c.opened_at)
+            oldest.request_close(CloseCode.TOO_MANY_SOCKETS, "too many open sockets for this user")
+        conns.add(connection)
+
+    def unregister(self, connection: ClientConnection) -> None:
+        """Stop routing envelopes to this connection."""
+        conns = self._by_participant.get(connection.participant_id)
+        if conns is not None:
+            conns.discard(connection)
+            if not conns:
+                del self._by_participant[connection.participant_id]
+
+    def deliver(self, participant_id: str, envelope_id: str, text: str) -> int:
+        """Queue one envelope on every socket of the participant; never waits. Returns sockets reached."""
+        conns = self._by_participant.get(participant_id)
+        if not conns:
+            return 0
+        reached = sum(conn.offer(envelope_id, text) for conn in list(conns))
+        metrics.ws_delivered.inc(reached)
+        if reached < len(conns):
+            metrics.ws_dropped.inc(len(conns) - reached)
+        return reached
+
+    async def open(self, connection: ClientConnection, last_id: str | None) -> None:
+        """Register a new connection and send `hello`, then history after `last_id`, then the live stream."""
+        self.register(connection)
+        if last_id is None:
+            # Live only: whatever arrives from now on, nothing older.
+            head = await history.head_id(self._redis, connection.participant_id)
+            replay = history.Replay(head_id=head)
+        else:
+            replay = await self._history_after(connection, last_id)
+        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+        if last_id is None:
+            connection.not_owed_before(replay.head_id)
+        connection.start()
+
+    async def resume(self, connection: ClientConnection, last_id: str) -> None:
+        """Replay history after `last_id` on an open connection (a client `resume` frame)."""
+        connection.hold()
+        try:
+            replay = await self._history_after(connection, last_id)
+        except BaseException:
+            connection.release([], [], floor_id=None)
+            raise
+        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+
+    def hold_all(self) -> list[ClientConnection]:
+        """Hold live envelopes on every socket (before a catch-up); returns the held connections."""
+        connections = self.connections()
+        for connection in connections:
+            connection.hold()
+        return connections
+
+    async def catch_up(self, connections: list[ClientConnection]) -> None:
+        """After the bus was deaf or disconnected, send each held socket what it missed, from history."""
+        for connection in connections:
+            after = connection.watermark_id or "0-0"
+            try:
+                replay = await self._history_after(connection, after)
+            except Exception:
+                logger.warning("catch-up failed; closing the socket so its client resumes", exc_info=True)
+                connection.release([], [], floor_id=None)
+                connection.request_close(CloseCode.SERVICE_RESTART, "please reconnect")
+                continue
+            # A socket that may have missed something it can no longer get is told, like on connect.
+            frames = [] if replay.recovered else [self._hello(connection, replay)]
+            connection.release(frames, replay.entries, floor_id=connection.watermark_id)
+        if connections:
+            logger.info("caught up sockets after a bus outage", extra={"sockets": len(connections)})
+
+    def ping_all(self) -> None:
+        """Queue a `ping` on every socket (the heartbeat)."""
+        ping = control_frame(ControlType.PING)
+        for connection in self.connections():
+            connection.offer_control(ping)
+
+    async def run_heartbeat(self, interval_s: float) -> None:
+        """Ping every socket every `interval_s`, whatever else it is being sent."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.ping_all()
+
+    async def drain_and_close(self, code: int, reason: str, *, timeout_s: float) -> None:
+        """Let every socket flush its queue (up to `timeout_s`), then close them all with `code`."""
+        connections = self.connections()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(conn.drain() for conn in connections))
+        for connection in connections:
+            connection.request_close(code, reason)
+        await asyncio.gather(*(conn.stop() for conn in connections), return_exceptions=True)
+
+    async def _history_after(self, connection: ClientConnection, last_id: str) -> history.Replay:
+        return await history.read_after(
+            self._redis,
+            connection.participant_id,
+            last_id,
+            limit=self._history_maxlen * 2,
+            maxlen=self._history_maxlen,
+        )
+
+    @staticmethod
+    def _hello(connection: ClientConnection, replay: history.Replay) -> str:
+        return control_frame(
+            ControlType.HELLO,
+            {
+                "connection_id": connection.connection_id,
+                "recovered": replay.recovered,
+                "replayed": len(replay.entries),
+                "head_id": replay.head_id,
+            },
+        )

@@ -1,0 +1,135 @@
+"""Checkpoint logic that needs no browser: operators, and the reader script run in the isolated world."""
+
+import re
+from typing import Any
+
+from app.exercises.schemas import (
+    AssertAttribute,
+    AssertElement,
+    AssertStyle,
+    AssertTextContent,
+    CustomScript,
+)
+
+_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
+
+# Runs in an isolated world of the learner's page: same DOM, but its own JavaScript globals,
+# so learner code that replaces document.querySelector, getComputedStyle or Object.prototype
+# cannot change what it sees. Expected style values are normalised by the browser itself: a
+# probe with the target's font size, in the target's parent, is given the expected value and
+# its computed value read back ('red', '#f00' and 'rgb(255, 0, 0)' all become the same text).
+READER_JS = r"""
+(spec) => {
+  const first = () => document.querySelector(spec.selector);
+  switch (spec.kind) {
+    case 'count':
+      return document.querySelectorAll(spec.selector).length;
+    case 'text': {
+      const el = first();
+      return el ? el.textContent.replace(/\s+/g, ' ').trim() : null;
+    }
+    case 'attribute': {
+      const el = first();
+      return el && el.hasAttribute(spec.attribute) ? el.getAttribute(spec.attribute) : null;
+    }
+    case 'style': {
+      const el = first();
+      if (!el) return null;
+      const style = getComputedStyle(el);
+      const actual = style.getPropertyValue(spec.property).trim();
+      let expected = spec.expected;
+      if (expected !== null && expected !== undefined) {
+        const probe = document.createElement('div');
+        probe.style.fontSize = style.fontSize;
+        // A border, outline or column-rule width computes to 0 unless that line has a style.
+        if (/^(border(-(top|right|bottom|left))?|outline|column-rule)-width$/.test(spec.property)) {
+          probe.style.setProperty(spec.property.replace(/width$/, 'style'), 'solid');
+        }
+        probe.style.setProperty(spec.property, String(expected));
+        if (probe.style.getPropertyValue(spec.property) !== '') {
+          (el.parentElement || document.documentElement).appendChild(probe);
+          expected = getComputedStyle(probe).getPropertyValue(spec.property).trim();
+          probe.remove();
+        }
+      }
+      return [actual, expected];
+    }
+    case 'script':
+      return (new Function(spec.script))();
+  }
+  throw new Error('unknown reader ' + spec.kind);
+}
+"""
+
+ValueCheck = AssertElement | AssertTextContent | AssertAttribute | AssertStyle | CustomScript
+
+
+def reader_spec(check: ValueCheck) -> dict[str, Any]:
+    """What READER_JS must read for this check."""
+    if isinstance(check, AssertElement):
+        return {"kind": "count", "selector": check.selector}
+    if isinstance(check, AssertTextContent):
+        return {"kind": "text", "selector": check.selector}
+    if isinstance(check, AssertAttribute):
+        return {"kind": "attribute", "selector": check.selector, "attribute": check.attribute}
+    if isinstance(check, AssertStyle):
+        return {"kind": "style", "selector": check.selector, "property": check.property, "expected": check.value}
+    return {"kind": "script", "script": check.script}
+
+
+def verdict(check: ValueCheck, read: Any) -> bool:
+    """Whether the value READER_JS returned satisfies the check."""
+    if isinstance(check, AssertElement):
+        return int(read) > 0 if check.operator == "exists" else compare(check.operator, int(read), check.value)
+    if isinstance(check, AssertStyle):
+        if read is None:
+            return False
+        actual, expected = read
+        return compare(check.operator, actual, expected)
+    return compare(check.operator, read, check.value)
+
+
+def compare(operator: str, actual: Any, expected: Any) -> bool:
+    """Apply an operator; a missing actual value (None) fails every operator."""
+    if actual is None:
+        return False
+    if operator == "exists":
+        return True
+    if operator == "equals":
+        return _equal(actual, expected)
+    if operator == "not_equals":
+        return not _equal(actual, expected)
+    if operator in ("greater_than", "less_than"):
+        a, b = _number(actual), _number(expected)
+        if a is None or b is None:
+            return False
+        return a > b if operator == "greater_than" else a < b
+    text, wanted = str(actual), str(expected)
+    if operator == "contains":
+        return wanted in text
+    if operator == "not_contains":
+        return wanted not in text
+    if operator == "starts_with":
+        return text.startswith(wanted)
+    if operator == "ends_with":
+        return text.endswith(wanted)
+    if operator == "regex":
+        return re.search(wanted, text) is not None
+    raise ValueError(f"unknown operator {operator!r}")
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return actual is expected
+    if isinstance(actual, int | float) and isinstance(expected, int | float):
+        return float(actual) == float(expected)
+    return str(actual) == str(expected)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = _NUMBER.match(str(value))
+    return float(match.group(1)) if match else None

@@ -1,0 +1,37 @@
+from fastapi import APIRouter, Response, status
+
+from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
+from app.core.rate_limit import RateLimited
+from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, SubmittingParticipant
+from app.submissions import service
+from app.submissions.schemas import ExerciseProgress, SubmissionRequest
+from app.tasks.schemas import TaskAccepted
+
+router = APIRouter(tags=["submissions"])
+
+
+@router.post(
+    "/submit-test2",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    responses=error_responses(NotAuthenticated, NotFound, Conflict, RateLimited, ServiceUnavailable),
+)
+async def submit_code(
+    request: SubmissionRequest,
+    participant_id: SubmittingParticipant,
+    session: SessionDep,
+    dispatcher: DispatcherDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskAccepted:
+    """Grade code against an exercise; progress streams as `submission_progress`, then `submission_result`."""
+    task_id = await service.submit(session, participant_id, request, dispatcher, idempotency_key=idempotency_key)
+    return TaskAccepted.for_task(task_id, response)
+
+
+@router.get(
+    "/api/submissions/progress", response_model=list[ExerciseProgress], responses=error_responses(NotAuthenticated)
+)
+async def submission_progress(participant_id: CurrentParticipant, session: SessionDep) -> list[ExerciseProgress]:
+    """The caller's attempts and best result per exercise (for the dashboard)."""
+    return await service.progress(session, participant_id)

@@ -1,0 +1,144 @@
+"""SQL for tasks. Never commits; every read for a client filters by owner."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.base import utcnow
+from app.models import TERMINAL_STATES, Task, TaskState
+
+_RUNNING = (TaskState.STARTED, TaskState.PROGRESS)
+_NOT_TERMINAL = (TaskState.QUEUED, *_RUNNING)
+
+
+def add_task(
+    session: Session,
+    participant_id: uuid.UUID,
+    kind: str,
+    task_input: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Task:
+    task = Task(
+        participant_id=participant_id,
+        kind=kind,
+        state=TaskState.QUEUED,
+        input=task_input,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+def get_owned(session: Session, task_id: uuid.UUID, participant_id: uuid.UUID) -> Task | None:
+    return session.scalar(select(Task).where(Task.task_id == task_id, Task.participant_id == participant_id))
+
+
+def get(session: Session, task_id: uuid.UUID) -> Task | None:
+    return session.get(Task, task_id, populate_existing=True)
+
+
+def list_owned(
+    session: Session, participant_id: uuid.UUID, *, state: str | None, kind: str | None, limit: int
+) -> list[Task]:
+    query = select(Task).where(Task.participant_id == participant_id)
+    if state is not None:
+        query = query.where(Task.state == state)
+    if kind is not None:
+        query = query.where(Task.kind == kind)
+    return list(session.scalars(query.order_by(Task.created_at.desc(), Task.task_id).limit(limit)))
+
+
+def get_by_idempotency_key(session: Session, participant_id: uuid.UUID, key: str) -> Task | None:
+    return session.scalar(select(Task).where(Task.participant_id == participant_id, Task.idempotency_key == key))
+
+
+def forget_idempotency_key(session: Session, task_id: uuid.UUID) -> None:
+    """Free an expired key for reuse (the unique constraint covers all rows)."""
+    session.execute(update(Task).where(Task.task_id == task_id).values(idempotency_key=None))
+
+
+def claim(session: Session, task_id: uuid.UUID, attempt: int) -> bool:
+    """Mark the task STARTED by the execution holding fencing token `attempt`; False when it is finished."""
+    result = session.execute(
+        update(Task)
+        .where(Task.task_id == task_id, Task.state.in_([str(s) for s in _NOT_TERMINAL]))
+        .values(
+            state=TaskState.STARTED,
+            attempt=attempt,
+            started_at=func.coalesce(Task.started_at, utcnow()),
+            stage="started",
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_progress(session: Session, task_id: uuid.UUID, attempt: int, stage: str, progress: float) -> None:
+    session.execute(
+        update(Task)
+        .where(Task.task_id == task_id, Task.attempt == attempt, Task.state.in_([str(s) for s in _RUNNING]))
+        .values(state=TaskState.PROGRESS, stage=stage[:64], progress=progress)
+    )
+
+
+def finish(
+    session: Session,
+    task_id: uuid.UUID,
+    state: TaskState,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    attempt: int | None = None,
+    finished_at: datetime | None = None,
+) -> bool:
+    """Write the terminal state once; False (and nothing written) when the task already has one.
+
+    With `attempt`, only the execution holding that fencing token may write it.
+    """
+    assert state.is_terminal
+    query = update(Task).where(Task.task_id == task_id, Task.state.not_in([str(s) for s in TERMINAL_STATES]))
+    if attempt is not None:
+        query = query.where(Task.attempt == attempt)
+    outcome = session.execute(
+        query.values(
+            state=state,
+            result=result,
+            error=error,
+            progress=1.0 if state == TaskState.SUCCESS else Task.progress,
+            stage="done" if state == TaskState.SUCCESS else str(state).lower(),
+            finished_at=finished_at or utcnow(),
+        )
+    )
+    return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+
+def set_last_event_id(session: Session, task_id: uuid.UUID, event_id: str) -> None:
+    session.execute(update(Task).where(Task.task_id == task_id).values(last_event_id=event_id))
+
+
+def running_started_before(session: Session, cutoff: datetime, limit: int = 500) -> list[uuid.UUID]:
+    """Tasks marked running whose execution began before `cutoff` (their leases are checked next)."""
+    query = select(Task.task_id).where(Task.state.in_([str(s) for s in _RUNNING]), Task.started_at < cutoff)
+    return list(session.scalars(query.limit(limit)))
+
+
+def requeue(session: Session, task_id: uuid.UUID) -> bool:
+    """Running → QUEUED, for a task whose execution died; False if it moved on meanwhile."""
+    result = session.execute(
+        update(Task)
+        .where(Task.task_id == task_id, Task.state.in_([str(s) for s in _RUNNING]))
+        .values(state=TaskState.QUEUED, stage="requeued")
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def queued_before(session: Session, cutoff: datetime, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
+    """QUEUED tasks last touched before `cutoff`, with their kinds."""
+    query = select(Task.task_id, Task.kind).where(Task.state == TaskState.QUEUED, Task.updated_at < cutoff)
+    return [(row.task_id, row.kind) for row in session.execute(query.limit(limit))]

@@ -1,0 +1,163 @@
+"""The task lifecycle on the API side: accepting work once, reading it back, cancelling it."""
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound, ServiceUnavailable
+from app.db.base import utcnow
+from app.models import Task, TaskState
+from app.realtime.envelopes import EnvelopeType
+from app.realtime.publisher import AsyncEnvelopePublisher
+from app.tasks import repository
+from app.tasks.dispatch import RETRY_AFTER_S, TaskDispatcher
+from app.tasks.schemas import TaskStatus
+from app.worker.lease import cancel_key
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_CANCEL_FLAG_TTL_S = 7 * 24 * 3600
+
+
+def _not_found() -> NotFound:
+    return NotFound("no such task", code="task_not_found")
+
+
+def _parse_id(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        raise _not_found() from None
+
+
+def request_fingerprint(kind: str, payload: BaseModel) -> str:
+    """A stable hash of a submit request, to tell a retried request from a different one."""
+    canonical = json.dumps([kind, payload.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def accept(
+    session: AsyncSession,
+    dispatcher: TaskDispatcher,
+    participant_id: uuid.UUID,
+    kind: str,
+    payload: BaseModel,
+    *,
+    idempotency_key: str | None,
+    also_write: Callable[[Session, Task], None] | None = None,
+) -> uuid.UUID:
+    """Accept a submission once: store it, commit, then enqueue; returns the task id.
+
+    The same `Idempotency-Key` (per user, 24 h) with the same body returns the first task and
+    enqueues nothing; with another body it is a 409. Nothing is written when the broker is down.
+    """
+    await dispatcher.ensure_available()
+    fingerprint = request_fingerprint(kind, payload)
+
+    def write(sync_session: Session) -> tuple[uuid.UUID, bool]:
+        if idempotency_key is not None:
+            earlier = repository.get_by_idempotency_key(sync_session, participant_id, idempotency_key)
+            if earlier is not None and earlier.created_at > utcnow() - IDEMPOTENCY_WINDOW:
+                if earlier.request_hash != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
+                    )
+                return earlier.task_id, False
+            if earlier is not None:
+                repository.forget_idempotency_key(sync_session, earlier.task_id)
+        task = repository.add_task(
+            sync_session,
+            participant_id,
+            kind,
+            payload.model_dump(mode="json"),
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+        )
+        if also_write is not None:
+            also_write(sync_session, task)
+        return task.task_id, True
+
+    try:
+        task_id, created = await session.run_sync(write)
+        await session.commit()
+    except IntegrityError:
+        # The same key raced in from a concurrent request: answer as the winner did.
+        await session.rollback()
+        task_id, created = await session.run_sync(write)
+    if not created:
+        return task_id
+    try:
+        await dispatcher.enqueue(kind, task_id)
+    except Exception as exc:
+        # Committed but not enqueued: fail the row so it never sits QUEUED, and tell the client.
+        logger.exception("could not enqueue task", extra={"task_id": str(task_id)})
+        error = {"code": "enqueue_failed", "message": "the task queue is unavailable"}
+        await session.run_sync(repository.finish, task_id, TaskState.FAILURE, error=error)
+        await session.commit()
+        raise ServiceUnavailable(
+            "the task queue is unavailable, try again shortly",
+            code="queue_unavailable",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from exc
+    return task_id
+
+
+async def get_status(session: AsyncSession, task_id: str, participant_id: uuid.UUID) -> TaskStatus:
+    """The caller's task; a malformed, unknown or another user's id are all the same 404."""
+    task = await session.run_sync(repository.get_owned, _parse_id(task_id), participant_id)
+    if task is None:
+        raise _not_found()
+    return TaskStatus.model_validate(task)
+
+
+async def list_statuses(
+    session: AsyncSession, participant_id: uuid.UUID, *, state: str | None, kind: str | None, limit: int
+) -> list[TaskStatus]:
+    """The caller's most recent tasks, newest first."""
+    tasks = await session.run_sync(repository.list_owned, participant_id, state=state, kind=kind, limit=limit)
+    return [TaskStatus.model_validate(task) for task in tasks]
+
+
+async def cancel(
+    session: AsyncSession,
+    redis: aioredis.Redis,
+    publisher: AsyncEnvelopePublisher,
+    dispatcher: TaskDispatcher,
+    task_id: str,
+    participant_id: uuid.UUID,
+) -> TaskStatus:
+    """Cancel a queued or running task: CANCELLED once, one `task_status` envelope, nothing after it."""
+    parsed_id = _parse_id(task_id)
+    task = await session.run_sync(repository.get_owned, parsed_id, participant_id)
+    if task is None:
+        raise _not_found()
+    if TaskState(task.state).is_terminal:
+        raise Conflict(f"the task already ended ({task.state})", code="task_finished")
+    # The flag first: from now on the running execution's publishes are refused, so nothing
+    # it sends can follow the CANCELLED envelope below.
+    await redis.set(cancel_key(task_id), "1", ex=_CANCEL_FLAG_TTL_S)
+    cancelled = await session.run_sync(repository.finish, parsed_id, TaskState.CANCELLED)
+    await session.commit()
+    if not cancelled:
+        raise Conflict("the task ended before it could be cancelled", code="task_finished")
+    envelope_id = await publisher.publish(
+        str(participant_id), EnvelopeType.TASK_STATUS, str(parsed_id), {"state": TaskState.CANCELLED}
+    )
+    await session.run_sync(repository.set_last_event_id, parsed_id, envelope_id)
+    await session.commit()
+    try:
+        await dispatcher.revoke(parsed_id)
+    except Exception:
+        logger.warning("revoke failed; the worker will skip the cancelled task anyway", exc_info=True)
+    task = await session.run_sync(repository.get_owned, parsed_id, participant_id)
+    return TaskStatus.model_validate(task)

@@ -1,0 +1,141 @@
+"""The reconciler: no accepted task stays QUEUED forever, and no dead worker's task waits 30 minutes.
+
+It runs as a thread in each worker's main process; a Redis lock lets one of them work per
+interval. Each pass:
+1. tasks marked running whose lease has expired (their worker died, whole) go back to QUEUED
+   and to the broker — Redis alone would redeliver them only after the visibility timeout;
+2. QUEUED tasks the broker no longer holds (missing from the dispatched set: Redis restarted
+   without persistence, or the API died between commit and enqueue) are sent again.
+Sending a task twice is harmless: leases and the write-once terminal state make the extra
+copy a no-op.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from celery import Celery
+
+from app.core.config import Settings
+from app.core.redis import create_sync_redis
+from app.db.base import utcnow
+from app.db.session import create_sync_engine, sync_sessionmaker
+from app.tasks import repository
+from app.tasks.dispatch import DISPATCHED_KEY, dispatch_sync
+from app.worker.lease import lease_key
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "taskwire:reconciler:lock"
+# A QUEUED row younger than this may still be on its way to the broker.
+QUEUED_GRACE_S = 5.0
+DISPATCHED_RETENTION_S = 2 * 24 * 3600
+
+
+class Reconciler:
+    """Finds tasks no worker will ever finish and hands them out again."""
+
+    def __init__(self, settings: Settings, app: Celery):
+        self._settings = settings
+        self._app = app
+        self._engine = create_sync_engine(settings.database_url)
+        self._sessions = sync_sessionmaker(self._engine)
+        self._redis = create_sync_redis(settings.required_redis_url, max_connections=2)
+        self._token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run passes in a daemon thread until `stop()`."""
+        self._thread = threading.Thread(target=self._loop, name="taskwire-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop and release the clients."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._redis.close()
+        self._engine.dispose()
+
+    def _loop(self) -> None:
+        interval = self._settings.task_reconcile_interval_s
+        while not self._stop.wait(interval):
+            try:
+                self.reconcile_once()
+            except Exception:
+                logger.warning("reconciler pass failed; trying again next interval", exc_info=True)
+            if self._settings.worker_heartbeat_file is not None:
+                # Proof of life for a container health check: this process is running its loop.
+                self._settings.worker_heartbeat_file.touch()
+
+    def reconcile_once(self) -> tuple[int, int]:
+        """One pass (if this process holds the lock); returns (orphans re-queued, lost tasks re-sent)."""
+        lock_ms = int(self._settings.task_reconcile_interval_s * 1000 * 0.9)
+        if not self._redis.set(LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
+            return 0, 0
+        orphans = self._requeue_orphans()
+        lost = self._resend_lost()
+        self._redis.zremrangebyscore(DISPATCHED_KEY, "-inf", time.time() - DISPATCHED_RETENTION_S)
+        if orphans or lost:
+            logger.warning("reconciled tasks", extra={"orphans_requeued": orphans, "lost_resent": lost})
+        return orphans, lost
+
+    def _requeue_orphans(self) -> int:
+        with self._sessions() as session:
+            running = repository.running_started_before(session, utcnow())
+        if not running:
+            return 0
+        with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in running:
+                pipe.exists(lease_key(str(task_id)))
+            leased = pipe.execute()
+        count = 0
+        for task_id, has_lease in zip(running, leased, strict=True):
+            if has_lease:
+                continue
+            with self._sessions.begin() as session:
+                task = repository.get(session, task_id)
+                requeued = task is not None and repository.requeue(session, task_id)
+                kind = task.kind if task is not None else None
+            if requeued and kind is not None:
+                logger.warning("task's worker died; handing it out again", extra={"task_id": str(task_id)})
+                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                count += 1
+        return count
+
+    def _resend_lost(self) -> int:
+        cutoff = utcnow() - timedelta(seconds=QUEUED_GRACE_S)
+        with self._sessions() as session:
+            queued = repository.queued_before(session, cutoff)
+        if not queued:
+            return 0
+        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
+        count = 0
+        for (task_id, kind), score in zip(queued, scores, strict=True):
+            if score is None:
+                logger.warning("broker lost a queued task; sending it again", extra={"task_id": str(task_id)})
+                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                count += 1
+        return count
+
+
+_reconciler: Reconciler | None = None
+
+
+def start_reconciler(settings: Settings, app: Celery) -> None:
+    """Start this worker's reconciler thread (the main process only)."""
+    global _reconciler
+    if _reconciler is None:
+        _reconciler = Reconciler(settings, app)
+        _reconciler.start()
+
+
+def stop_reconciler() -> None:
+    """Stop this worker's reconciler thread, if any."""
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None

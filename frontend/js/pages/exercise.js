@@ -1,0 +1,146 @@
+// An exercise: description, three editors with a live sandboxed preview, drafts kept in
+// IndexedDB, grading with a live progress bar and per-checkpoint feedback.
+
+import { clearDraft, loadDraft, saveDraft } from "../drafts.js";
+import { call, connect, requireSession, setText } from "../layout.js";
+import { renderMarkdown } from "../markdown.js";
+
+const session = requireSession();
+const exerciseId = new URLSearchParams(location.search).get("id");
+const editors = { html: "code-html", css: "code-css", js: "code-js" };
+const field = (name) => document.getElementById(editors[name]);
+let exercise;
+let pendingTask = null;
+let lastResult = null;
+
+function currentCode() {
+  return Object.fromEntries(Object.keys(editors).map((name) => [name, field(name).value]));
+}
+
+function setCode(code) {
+  for (const name of Object.keys(editors)) field(name).value = code[name] ?? "";
+  updatePreview();
+}
+
+function updatePreview() {
+  const { html, css, js } = currentCode();
+  // The iframe is sandboxed without same-origin: the learner's script runs in its own origin.
+  const safeCss = css.replaceAll("</style", "<\\/style");
+  const safeJs = js.replaceAll("</script", "<\\/script");
+  document.getElementById("preview").srcdoc = `<style>${safeCss}</style>${html}<script>${safeJs}<\/script>`;
+}
+
+let saveTimer;
+function scheduleSave() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(async () => {
+    await saveDraft(session.participant_id, exerciseId, currentCode());
+    setText("draft-state", "Draft saved on this device.");
+  }, 300);
+  updatePreview();
+}
+
+function showResult(result, error) {
+  document.getElementById("progress").value = 1;
+  const message = document.getElementById("result-message");
+  const list = document.getElementById("checkpoints");
+  list.replaceChildren();
+  if (error) {
+    message.textContent = `Could not grade: ${error.message}`;
+    message.dataset.passed = "false";
+    return;
+  }
+  lastResult = result;
+  message.textContent = result.message;
+  message.dataset.passed = String(result.passed);
+  for (const checkpoint of result.checkpoints) {
+    const item = document.createElement("li");
+    item.dataset.passed = String(checkpoint.passed);
+    const name = document.createElement("strong");
+    name.textContent = `${checkpoint.passed ? "✓" : "✗"} ${checkpoint.name}`;
+    item.append(name);
+    if (!checkpoint.passed) {
+      const hint = document.createElement("p");
+      hint.textContent = checkpoint.feedback;
+      item.append(hint);
+    }
+    list.append(item);
+  }
+  document.getElementById("ask").hidden = false;
+}
+
+try {
+  exercise = await call(session, `/api/exercises/${encodeURIComponent(exerciseId)}`);
+} catch (error) {
+  setText("title", error.message);
+  throw error;
+}
+document.title = `${exercise.title} · Taskwire tutor`;
+setText("title", exercise.title);
+document.getElementById("description").innerHTML = renderMarkdown(exercise.description_md);
+setText("checkpoint-names", `Checks: ${exercise.checkpoints.join(" · ")}`);
+const draft = await loadDraft(session.participant_id, exerciseId).catch(() => undefined);
+setCode(draft ?? exercise.start_code);
+if (draft) setText("draft-state", "Restored your draft.");
+for (const name of Object.keys(editors)) field(name).addEventListener("input", scheduleSave);
+
+const client = connect(session);
+client.subscribe("submission_progress", (frame) => {
+  if (frame.task_id !== pendingTask) return;
+  document.getElementById("progress").value = frame.data.progress;
+  setText("progress-message", frame.data.message);
+});
+client.subscribe("submission_result", (frame) => {
+  if (frame.task_id !== pendingTask) return;
+  client.unwatch(pendingTask);
+  pendingTask = null;
+  document.getElementById("submit").disabled = false;
+  showResult(frame.data, frame.error);
+});
+client.subscribe("task_polled", ({ task_id: taskId, data: task }) => {
+  if (taskId === pendingTask && (task.state === "SUCCESS" || task.state === "FAILURE")) {
+    client.dispatch({ type: "submission_result", task_id: taskId, data: task.result, error: task.error });
+  }
+});
+client.connect();
+
+document.getElementById("submit").addEventListener("click", async () => {
+  const button = document.getElementById("submit");
+  button.disabled = true;
+  document.getElementById("grading").hidden = false;
+  document.getElementById("progress").value = 0;
+  setText("progress-message", "Submitted…");
+  setText("result-message", "");
+  document.getElementById("checkpoints").replaceChildren();
+  try {
+    const accepted = await call(session, "/submit-test2", {
+      method: "POST",
+      body: { exercise_id: exerciseId, code: currentCode() },
+    });
+    pendingTask = accepted.task_id;
+    client.watch(pendingTask);
+  } catch (error) {
+    button.disabled = false;
+    setText("progress-message", error.message);
+  }
+});
+
+document.getElementById("reset").addEventListener("click", async () => {
+  await clearDraft(session.participant_id, exerciseId);
+  setCode(exercise.start_code);
+  setText("draft-state", "Back to the start code.");
+});
+
+document.getElementById("ask").addEventListener("click", async () => {
+  await call(session, "/ai/chat2", {
+    method: "POST",
+    body: {
+      message: `I'm working on "${exercise.title}". Can you give me a hint?`,
+      mode: "test",
+      content_id: exerciseId,
+      code_context: currentCode(),
+      test_results: lastResult,
+    },
+  });
+  location.href = "/chat.html";
+});

@@ -1,0 +1,33 @@
+// One task as the database knows it, kept current by its envelopes (shown raw, for debugging).
+
+import { call, connect, requireSession, setText } from "../layout.js";
+
+const session = requireSession();
+const taskId = new URLSearchParams(location.search).get("id");
+setText("task-id", taskId ?? "");
+
+async function refresh() {
+  const task = await call(session, `/api/tasks/${encodeURIComponent(taskId)}`);
+  setText("kind", task.kind);
+  setText("state", task.state);
+  setText("stage", task.stage ?? "");
+  document.getElementById("progress").value = task.progress;
+  setText("created", new Date(task.created_at).toLocaleString());
+  setText("finished", task.finished_at ? new Date(task.finished_at).toLocaleString() : "—");
+  setText("result", JSON.stringify(task.result ?? task.error, null, 2) ?? "");
+}
+
+try {
+  await refresh();
+} catch (error) {
+  setText("state", error.message);
+}
+const client = connect(session);
+client.watch(taskId);
+client.subscribe("*", (frame) => {
+  if (frame.task_id !== taskId) return;
+  const log = document.getElementById("envelopes");
+  log.textContent += JSON.stringify(frame) + "\n";
+  if (frame.type !== "chat_delta") refresh();
+});
+client.connect();

@@ -1,0 +1,69 @@
+"""End-to-end: Playwright driving the system Chromium against real API, worker and Redis processes."""
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from app.core.embedded_redis import EmbeddedRedis
+from tests.conftest import with_own_database
+from tests.support.stack import ApiServer, Worker
+
+# Waits, not assertions: a two-core CI machine running Chromium, the API and a worker at once
+# can take longer than Playwright's default 5 s to show a result.
+expect.set_options(timeout=15_000)
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def e2e_env(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    env = with_own_database(stack_env, tmp_path_factory.mktemp("e2e-db"))
+    # Slow enough to watch an answer stream in (about 3 s).
+    return {**env, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/4", "LLM_OFFLINE_DELAY_MS": "40"}
+
+
+@pytest.fixture(scope="session")
+def app_server(e2e_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    server = ApiServer("api-e2e", e2e_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_worker(e2e_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
+    worker = Worker("worker-e2e", e2e_env, log_dir)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, app_server: ApiServer, app_worker: Worker) -> AsyncIterator[Page]:
+    context = await browser.new_context(base_url=app_server.base_url, viewport={"width": 1200, "height": 850})
+    page = await context.new_page()
+    page.dialogs = []  # type: ignore[attr-defined]
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))  # type: ignore[attr-defined]
+    page.page_errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda error: page.page_errors.append(str(error)))  # type: ignore[attr-defined]
+    yield page
+    await context.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Save a screenshot of the page for the test artifacts (never committed)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -1,0 +1,144 @@
+"""The web app in a real browser: chat, exercises, navigation mid-stream, restarts, escaping, drafts."""
+
+import uuid
+
+from playwright.async_api import Page, expect
+
+from app.exercises.repository import all_exercises
+from tests.e2e.conftest import screenshot
+from tests.support.stack import ApiServer
+
+ASSISTANT = "#messages li.assistant"
+
+
+async def _register(page: Page) -> str:
+    username = f"e2e{uuid.uuid4().hex[:10]}"
+    await page.goto("/login.html")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Register").click()
+    await expect(page).to_have_url("/dashboard.html")
+    await expect(page.locator("#ws-state")).to_have_text("OPEN")
+    return username
+
+
+async def _ask(page: Page, question: str) -> None:
+    await page.get_by_label("Your question").fill(question)
+    await page.get_by_role("button", name="Send").click()
+
+
+async def test_chat_streams_piece_by_piece_and_survives_a_reload(page: Page) -> None:
+    await page.goto("/login.html")
+    await screenshot(page, "1-login")
+    username = await _register(page)
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url("/login.html")
+    await page.goto("/chat.html")
+    await expect(page).to_have_url("/login.html?next=%2Fchat.html")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill("wrong password!")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#auth-error")).to_have_text("wrong username or password")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url("/chat.html")
+    await _ask(page, "How do I centre a div?")
+    answer = page.locator(ASSISTANT).last
+    await expect(answer).to_contain_text("Offline tutor")
+    partial = await answer.inner_text()
+    assert "real tutor model" not in partial, "the answer should still be arriving"
+    await expect(answer).to_contain_text("real tutor model", timeout=15_000)
+    await screenshot(page, "3-chat")
+    await page.reload()
+    await expect(page.locator("#messages li.user")).to_have_text(["How do I centre a div?"])
+    await expect(page.locator(ASSISTANT)).to_have_count(1)
+    await expect(page.locator(ASSISTANT)).to_contain_text("real tutor model")
+
+
+async def test_navigating_away_mid_stream_and_back_shows_the_answer_once(page: Page) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    await _ask(page, "Tell me about flexbox")
+    await expect(page.locator(ASSISTANT).last).to_contain_text("Offline tutor")
+    await page.get_by_role("link", name="Dashboard").click()
+    await expect(page.locator("#ws-state")).to_have_text("OPEN")
+    await page.get_by_role("link", name="Chat").click()
+    await expect(page.locator(ASSISTANT)).to_have_count(1)
+    answer = page.locator(ASSISTANT).first
+    await expect(answer).to_contain_text("real tutor model", timeout=15_000)
+    text = await answer.inner_text()
+    assert text.count("Offline tutor") == 1 and text.count("Let's reason it out together") == 1, text
+    assert text.startswith("[Offline tutor"), "the whole answer, from its start"
+
+
+async def test_model_text_is_shown_as_text_never_run(page: Page) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    await _ask(page, "<img src=x onerror=alert(1)> <script>alert(2)</script> **bold**")
+    answer = page.locator(ASSISTANT).last
+    await expect(answer).to_contain_text("real tutor model", timeout=15_000)
+    await expect(answer).to_contain_text("<img src=x onerror=alert(1)>")
+    await expect(answer).to_contain_text("<script>alert(2)</script>")
+    assert await page.locator("#messages img, #messages script").count() == 0
+    assert page.dialogs == [], "no dialog may fire"  # type: ignore[attr-defined]
+
+
+async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
+    exercise = all_exercises()["css-colours"]
+    await _register(page)
+    await screenshot(page, "2-dashboard")
+    await page.get_by_role("link", name=exercise.title).click()
+    await expect(page.get_by_role("heading", name=exercise.title)).to_be_visible()
+    # Record every value the progress bar takes.
+    await page.evaluate(
+        """() => { window.progressSeen = []; const bar = document.getElementById('progress');
+        const tick = () => { window.progressSeen.push(bar.value); requestAnimationFrame(tick); }; tick(); }"""
+    )
+    await page.get_by_role("button", name="Submit for grading").click()
+    await expect(page.locator("#result-message")).to_have_text(
+        f"1 of {len(exercise.checkpoints)} checks passed.", timeout=30_000
+    )
+    seen = await page.evaluate("window.progressSeen")
+    assert any(0 < value < 1 for value in seen), f"the bar should move through steps: {sorted(set(seen))}"
+    failing = page.locator('#checkpoints li[data-passed="false"]')
+    await expect(failing).to_have_count(2)
+    await expect(failing.first).to_contain_text(exercise.checkpoints[0].feedback)
+
+    await page.get_by_label("CSS").fill(exercise.answer.css)
+    await page.get_by_role("button", name="Submit for grading").click()
+    await expect(page.locator("#result-message")).to_have_text(
+        f"All {len(exercise.checkpoints)} checks passed!", timeout=30_000
+    )
+    await expect(page.locator('#checkpoints li[data-passed="true"]')).to_have_count(len(exercise.checkpoints))
+    await screenshot(page, "4-exercise")
+    await page.goto("/dashboard.html")
+    await expect(page.locator(".cards li", has_text=exercise.title).locator(".status")).to_have_text("✓ passed")
+    await page.locator("#tasks a").first.click()
+    await expect(page.locator("#state")).to_have_text("SUCCESS")
+    await screenshot(page, "5-task")
+
+
+async def test_a_draft_survives_a_reload(page: Page) -> None:
+    await _register(page)
+    await page.goto("/exercise.html?id=html-first-page")
+    await page.get_by_label("HTML").fill("<h1>My draft</h1>")
+    await expect(page.locator("#draft-state")).to_have_text("Draft saved on this device.")
+    await page.reload()
+    await expect(page.get_by_label("HTML")).to_have_value("<h1>My draft</h1>")
+    await expect(page.locator("#draft-state")).to_have_text("Restored your draft.")
+
+
+async def test_a_restarted_replica_is_reconnected_to_and_the_result_shown(page: Page, app_server: ApiServer) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    await _ask(page, "Are you still there after a restart?")
+    await expect(page.locator(ASSISTANT).last).to_contain_text("Offline tutor")
+    app_server.stop()
+    try:
+        await expect(page.locator("#ws-state")).not_to_have_text("OPEN", timeout=10_000)
+    finally:
+        app_server.start_again()  # same port: the page's own reconnects find it
+    await expect(page.locator("#ws-state")).to_have_text("OPEN", timeout=30_000)
+    answer = page.locator(ASSISTANT).last
+    await expect(answer).to_contain_text("real tutor model", timeout=30_000)
+    assert (await answer.inner_text()).count("Offline tutor") == 1

@@ -1,0 +1,72 @@
+"""`taskwire run`: the one-command local start brings up everything, with no Redis given, and cleans up."""
+
+import re
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.processes import child_env, free_port
+from tests.support.client import open_socket, register
+from tests.support.stack import CLI, ManagedProcess
+from tests.support.waiting import frames_until, wait_until
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalRun(ManagedProcess):
+    """`taskwire run` on a free port, with its data in a temporary folder."""
+
+    def __init__(self, tmp_path: Path):
+        env = child_env(LLM_OFFLINE_DELAY_MS="0", JWT_SECRET="cli-run-test-secret")
+        for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR"):
+            env.pop(name, None)
+        self.port = free_port()
+        # The defaults, as `make run` uses them: DATA_DIR=var, relative to the working directory.
+        super().__init__("taskwire-run", [*CLI, "run", "--port", str(self.port)], env, tmp_path, cwd=tmp_path)
+
+
+@pytest.fixture
+def local_run(tmp_path: Path) -> Iterator[LocalRun]:
+    process = LocalRun(tmp_path)
+    yield process
+    process.stop()
+
+
+async def test_run_starts_embedded_redis_api_and_worker_and_stops_them_all(local_run: LocalRun) -> None:
+    port = local_run.port
+    wait_until(
+        lambda: local_run.assert_running() is None and "Taskwire is running" in local_run.log_text(),
+        timeout_s=90,
+        what="taskwire run to print its URL",
+    )
+    assert f"http://127.0.0.1:{port}/" in local_run.log_text()
+    match = re.search(r"embedded Redis at redis://127\.0\.0\.1:(\d+)/", local_run.log_text())
+    assert match, "with no REDIS_URL, taskwire run should start an embedded Redis"
+    redis_port = int(match.group(1))
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        account = await register(http)
+        ws, _ = await open_socket(f"ws://127.0.0.1:{port}", account)
+        async with ws:
+            response = await http.post("/ai/chat2", json={"message": "hi from taskwire run"}, headers=account.headers)
+            task_id = response.json()["task_id"]
+            frames = await frames_until(
+                ws, lambda f: f["type"] == "chat_result" and f["task_id"] == task_id, what="the chat result"
+            )
+        assert "hi from taskwire run" in frames[-1]["data"]["message"]
+        page = await http.get("/")
+        assert page.status_code == 200 and "Taskwire" in page.text
+
+    local_run.process.send_signal(signal.SIGTERM)
+    assert local_run.process.wait(timeout=60) == 0
+    assert not _port_open(port), "the API should be stopped"
+    assert not _port_open(redis_port), "the embedded Redis should be stopped"
+    assert (Path(local_run.log_path.parent) / "var" / "taskwire.db").exists(), "migrations ran into DATA_DIR"

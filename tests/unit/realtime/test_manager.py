@@ -1,0 +1,257 @@
+"""ConnectionManager and ClientConnection with an in-memory socket (no network, no Redis)."""
+
+import asyncio
+import json
+
+from starlette.websockets import WebSocketState
+
+from app.realtime.bus import BusListener
+from app.realtime.envelopes import CloseCode, user_channel
+from app.realtime.history import HistoryEntry
+from app.realtime.manager import ClientConnection, ConnectionManager
+
+
+class RecordingSocket:
+    """Records what is sent; can be told to stall like a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+        self.application_state = WebSocketState.CONNECTED
+        self.stalled = False
+
+    async def send_text(self, text: str) -> None:
+        if self.stalled:
+            await asyncio.Event().wait()
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed_with = code
+        self.application_state = WebSocketState.DISCONNECTED
+
+    def ids(self) -> list[str]:
+        return [json.loads(text)["id"] for text in self.sent if '"id"' in text]
+
+    def types(self) -> list[str]:
+        return [json.loads(text)["type"] for text in self.sent if text.startswith("{")]
+
+
+def _envelope(envelope_id: str) -> str:
+    return json.dumps({"id": envelope_id, "type": "chat_delta"})
+
+
+def _entries(*ids: str) -> list[HistoryEntry]:
+    return [HistoryEntry(i, _envelope(i)) for i in ids]
+
+
+def _connection(socket: RecordingSocket, participant: str = "p1", queue_size: int = 10) -> ClientConnection:
+    return ClientConnection(socket, participant, queue_size=queue_size)  # type: ignore[arg-type]
+
+
+def _manager() -> ConnectionManager:
+    return ConnectionManager(redis=None, history_maxlen=100)  # type: ignore[arg-type]
+
+
+async def _drain() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_live_messages_during_replay_are_deduplicated_and_kept_in_order() -> None:
+    socket, manager = RecordingSocket(), _manager()
+    connection = _connection(socket)
+    manager.register(connection)
+    # While history is being read, 2-0 (also in the replay) and 3-0 (newer) arrive live.
+    manager.deliver("p1", "2-0", _envelope("2-0"))
+    manager.deliver("p1", "3-0", _envelope("3-0"))
+    connection.release(["HELLO"], _entries("1-0", "2-0"), floor_id="0-5")
+    connection.start()
+    manager.deliver("p1", "3-0", _envelope("3-0"))  # a duplicate after the switch is dropped too
+    manager.deliver("p1", "4-0", _envelope("4-0"))
+    await _drain()
+    await connection.stop()
+    assert socket.sent[0] == "HELLO"
+    assert socket.ids() == ["1-0", "2-0", "3-0", "4-0"]
+
+
+async def test_a_fresh_connection_keeps_live_messages_that_arrived_while_it_opened() -> None:
+    socket, manager = RecordingSocket(), _manager()
+    connection = _connection(socket)
+    manager.register(connection)
+    manager.deliver("p1", "5-0", _envelope("5-0"))  # published between register and the head read
+    connection.release(["HELLO"], [], floor_id=None)
+    connection.not_owed_before("5-0")
+    connection.start()
+    manager.deliver("p1", "6-0", _envelope("6-0"))
+    await _drain()
+    await connection.stop()
+    assert socket.ids() == ["5-0", "6-0"] and connection.watermark_id == "6-0"
+
+
+async def test_resume_replays_after_the_given_id_then_continues_live() -> None:
+    socket, manager = RecordingSocket(), _manager()
+    connection = _connection(socket)
+    manager.register(connection)
+    connection.release(["HELLO"], _entries("1-0", "2-0"), floor_id=None)
+    connection.start()
+    connection.hold()  # what manager.resume does before reading history
+    manager.deliver("p1", "3-0", _envelope("3-0"))
+    connection.release(["HELLO-AGAIN"], _entries("2-0", "3-0"), floor_id="1-0")
+    manager.deliver("p1", "4-0", _envelope("4-0"))
+    await _drain()
+    await connection.stop()
+    assert socket.sent.index("HELLO-AGAIN") == 3
+    # The resume asked for everything after 1-0, so 2-0 comes again; 3-0 only once.
+    assert socket.ids() == ["1-0", "2-0", "2-0", "3-0", "4-0"]
+
+
+async def test_a_full_queue_closes_only_that_socket_with_4408() -> None:
+    slow, fast = RecordingSocket(), RecordingSocket()
+    slow.stalled = True
+    manager = _manager()
+    slow_conn, fast_conn = _connection(slow, queue_size=3), _connection(fast, queue_size=3)
+    for conn in (slow_conn, fast_conn):
+        manager.register(conn)
+        conn.release(["HELLO"], [], floor_id=None)
+        conn.start()
+    for i in range(1, 10):
+        manager.deliver("p1", f"{i}-0", _envelope(f"{i}-0"))
+        await _drain()
+    assert slow.closed_with == CloseCode.SLOW_CONSUMER
+    assert fast.closed_with is None
+    assert fast.ids() == [f"{i}-0" for i in range(1, 10)]
+    for conn in (slow_conn, fast_conn):
+        await conn.stop()
+
+
+async def test_deliver_reaches_every_socket_of_the_participant_and_no_one_else() -> None:
+    manager = _manager()
+    sockets = [RecordingSocket() for _ in range(3)]
+    connections = [_connection(s, pid) for s, pid in zip(sockets, ["a", "a", "b"], strict=True)]
+    for conn in connections:
+        manager.register(conn)
+        conn.release(["HELLO"], [], floor_id=None)
+        conn.start()
+    assert manager.deliver("a", "1-0", _envelope("1-0")) == 2
+    assert manager.connection_count == 3
+    await _drain()
+    assert [len(s.sent) for s in sockets] == [2, 2, 1]
+    manager.unregister(connections[0])
+    assert manager.deliver("a", "2-0", _envelope("2-0")) == 1
+    for conn in connections:
+        await conn.stop()
+
+
+async def test_heartbeat_pings_every_socket_even_while_streaming() -> None:
+    manager = _manager()
+    socket = RecordingSocket()
+    connection = _connection(socket)
+    manager.register(connection)
+    connection.release(["HELLO"], [], floor_id=None)
+    connection.start()
+    heartbeat = asyncio.create_task(manager.run_heartbeat(0.02))
+    async with asyncio.timeout(2):
+        i = 0
+        while socket.types().count("ping") < 3:
+            i += 1
+            manager.deliver("p1", f"{i}-0", _envelope(f"{i}-0"))
+            await asyncio.sleep(0.005)
+    heartbeat.cancel()
+    await connection.stop()
+
+
+async def test_drain_and_close_flushes_queues_then_closes_with_1012() -> None:
+    manager = _manager()
+    socket = RecordingSocket()
+    connection = _connection(socket, queue_size=100)
+    manager.register(connection)
+    connection.release(["HELLO"], [], floor_id=None)
+    for i in range(1, 50):
+        manager.deliver("p1", f"{i}-0", _envelope(f"{i}-0"))
+    connection.start()
+    await manager.drain_and_close(CloseCode.SERVICE_RESTART, "bye", timeout_s=2)
+    assert socket.ids() == [f"{i}-0" for i in range(1, 50)]
+    assert socket.closed_with == CloseCode.SERVICE_RESTART
+
+
+async def test_bus_skips_malformed_messages_and_delivers_good_ones() -> None:
+    manager = _manager()
+    socket = RecordingSocket()
+    connection = _connection(socket)
+    manager.register(connection)
+    connection.release(["HELLO"], [], floor_id=None)
+    connection.start()
+    bus = BusListener(client=None, manager=manager)  # type: ignore[arg-type]
+    for channel, data in [
+        (user_channel("p1"), "not json"),
+        (user_channel("p1"), json.dumps({"id": "nope"})),
+        (user_channel("p1"), json.dumps([1, 2])),
+        ("elsewhere", _envelope("1-0")),
+        (user_channel("p1"), b"bytes"),
+        (user_channel("p1"), _envelope("2-0")),
+    ]:
+        bus.dispatch(channel, data)
+    await _drain()
+    await connection.stop()
+    assert socket.sent == ["HELLO", _envelope("2-0")]
+
+
+class _FakePubSub:
+    def __init__(self, redis: "_FakeRedis") -> None:
+        self._redis = redis
+
+    async def __aenter__(self) -> "_FakePubSub":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def psubscribe(self, *_: str) -> None:
+        return None
+
+    async def get_message(self, timeout: float) -> dict[str, str] | None:
+        if self._redis.inbox:
+            return self._redis.inbox.pop(0)
+        await asyncio.sleep(timeout)
+        return None
+
+
+class _FakeRedis:
+    """Pub/sub that delivers only the first `audible` publishes, then silently drops everything."""
+
+    def __init__(self, audible: int) -> None:
+        self.audible = audible
+        self.published = 0
+        self.inbox: list[dict[str, str]] = []
+
+    def pubsub(self, **_: object) -> _FakePubSub:
+        return _FakePubSub(self)
+
+    async def publish(self, channel: str, message: str) -> int:
+        self.published += 1
+        if self.published <= self.audible:
+            self.inbox.append({"channel": channel, "data": message})
+        return 1
+
+
+async def test_a_listener_that_hears_nothing_is_never_ready_and_keeps_retrying() -> None:
+    client = _FakeRedis(audible=0)
+    bus = BusListener(client, _manager(), canary_interval_s=0.05, max_backoff_s=0.05)  # type: ignore[arg-type]
+    task = asyncio.create_task(bus.run())
+    async with asyncio.timeout(10):
+        while bus.reconnects < 2:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    assert not bus.connected.is_set(), "a deaf subscription must not count as ready"
+    assert client.published >= 2, "each attempt publishes a canary and waits to hear it"
+
+
+async def test_a_listener_that_goes_deaf_after_working_is_detected_and_rebuilt() -> None:
+    bus = BusListener(_FakeRedis(audible=1), _manager(), canary_interval_s=0.05, max_backoff_s=0.05)  # type: ignore[arg-type]
+    task = asyncio.create_task(bus.run())
+    async with asyncio.timeout(10):
+        await bus.connected.wait()  # the first canary was heard
+        while bus.reconnects < 1:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    assert not bus.connected.is_set()

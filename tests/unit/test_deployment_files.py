@@ -1,0 +1,55 @@
+"""The production files stay consistent: compose services, health checks, nginx WebSocket proxying."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+
+
+def test_compose_describes_the_production_shape() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres", "migrate", "api", "worker", "nginx"}
+    for name, service in services.items():
+        if name != "migrate":
+            assert "healthcheck" in service, f"{name} needs a health check"
+    assert services["api"]["deploy"]["replicas"] >= 2
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["command"] == ["taskwire", "worker"]
+    assert services["worker"]["environment"]["WORKER_HEARTBEAT_FILE"] in services["worker"]["healthcheck"]["test"][1]
+    assert "replicas" not in services["worker"].get("deploy", {}), "workers scale with --scale worker=N"
+    env = services["api"]["environment"]
+    assert env["JWT_SECRET"].startswith("${JWT_SECRET:?"), "production must be given a secret"
+
+
+def test_nginx_upgrades_websockets_with_long_timeouts() -> None:
+    conf = (DOCKER / "nginx.conf").read_text()
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf
+    assert "proxy_read_timeout 1h;" in conf and "server api:8000" in conf
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    compose = _compose_command()
+    if compose is None:
+        # .ci/run installs docker-compose, so this only skips on a developer machine without it.
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    result = subprocess.run(
+        [*compose, "-f", str(DOCKER / "compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={"JWT_SECRET": "x" * 32, "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
