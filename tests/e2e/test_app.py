@@ -1,8 +1,9 @@
 """The web app in a real browser: chat, exercises, navigation mid-stream, restarts, escaping, drafts."""
 
+import asyncio
 import uuid
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from app.exercises.repository import all_exercises
 from tests.e2e.conftest import screenshot
@@ -118,10 +119,18 @@ async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     await screenshot(page, "5-task")
 
 
+async def _slow_exercise_load(route: Route) -> None:
+    await asyncio.sleep(1)
+    await route.continue_()
+
+
 async def test_a_draft_survives_a_reload(page: Page) -> None:
     await _register(page)
+    # A slow exercise load must not let early typing be overwritten by the start code.
+    await page.route("**/api/exercises/*", _slow_exercise_load)
     await page.goto("/exercise.html?id=html-first-page")
     await page.get_by_label("HTML").fill("<h1>My draft</h1>")
+    await page.unroute("**/api/exercises/*")
     await expect(page.locator("#draft-state")).to_have_text("Draft saved on this device.")
     await page.reload()
     await expect(page.get_by_label("HTML")).to_have_value("<h1>My draft</h1>")

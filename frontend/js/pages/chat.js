@@ -90,4 +90,6 @@ form.addEventListener("submit", async (event) => {
 input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
 });
+// Sending stays disabled until the handler exists: a click earlier would submit the form natively.
+document.getElementById("send").disabled = false;
 input.focus();

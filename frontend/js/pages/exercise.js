@@ -82,7 +82,13 @@ setText("checkpoint-names", `Checks: ${exercise.checkpoints.join(" · ")}`);
 const draft = await loadDraft(session.participant_id, exerciseId).catch(() => undefined);
 setCode(draft ?? exercise.start_code);
 if (draft) setText("draft-state", "Restored your draft.");
-for (const name of Object.keys(editors)) field(name).addEventListener("input", scheduleSave);
+// The editors stay read-only until the draft is in them: earlier typing would be overwritten.
+for (const name of Object.keys(editors)) {
+  field(name).addEventListener("input", scheduleSave);
+  field(name).readOnly = false;
+}
+document.getElementById("submit").disabled = false;
+document.getElementById("reset").disabled = false;
 
 const client = connect(session);
 client.subscribe("submission_progress", (frame) => {
