@@ -11,6 +11,8 @@ from celery import Celery
 
 from app.core.errors import ServiceUnavailable
 from app.models import TaskKind
+from app.tasks.broker_message import celery_message
+from app.worker.celery_app import CHAT_QUEUE, SUBMISSIONS_QUEUE
 
 # Task ids handed to the broker and not yet picked up by a worker. It lives in the broker's
 # Redis, so whatever the broker loses (a restart without persistence) this loses too: a
@@ -18,6 +20,7 @@ from app.models import TaskKind
 DISPATCHED_KEY = "taskwire:dispatched"
 
 TASK_NAMES: dict[str, str] = {TaskKind.CHAT: "chat.reply", TaskKind.SUBMISSION: "submissions.grade"}
+TASK_QUEUES: dict[str, str] = {TaskKind.CHAT: CHAT_QUEUE, TaskKind.SUBMISSION: SUBMISSIONS_QUEUE}
 
 RETRY_AFTER_S = "5"
 
@@ -59,11 +62,12 @@ class TaskDispatcher:
             ) from None
 
     async def enqueue(self, kind: str, task_id: uuid.UUID) -> None:
-        """Record the task as dispatched and send it to its queue; raises when the broker fails."""
-        async with asyncio.timeout(1):
-            await self._redis.zadd(DISPATCHED_KEY, {str(task_id): time.time()})
-        # kombu's publish is blocking I/O: keep it off the event loop.
-        await to_thread.run_sync(send_to_broker, self._app, kind, str(task_id))
+        """Record the task as dispatched and push its Celery message, atomically and in one round trip."""
+        message = celery_message(self._app, TASK_NAMES[kind], str(task_id), TASK_QUEUES[kind])
+        async with asyncio.timeout(1), self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(DISPATCHED_KEY, {str(task_id): time.time()})
+            pipe.lpush(TASK_QUEUES[kind], message)
+            await pipe.execute()
 
     async def revoke(self, task_id: uuid.UUID) -> None:
         """Ask workers to discard the task's message if they still hold it (best effort)."""

@@ -1,0 +1,41 @@
+"""The message the API pushes itself is the one Celery's own `send_task` would have pushed."""
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery
+
+from app.core.embedded_redis import EmbeddedRedis
+from app.tasks.broker_message import celery_message
+
+# Differs per message by design.
+_VARYING_PROPERTIES = ("delivery_tag",)
+
+
+def _comparable(raw: str | bytes) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    for name in _VARYING_PROPERTIES:
+        assert message["properties"].pop(name)
+    return message
+
+
+def test_it_matches_what_send_task_writes(redis_server: EmbeddedRedis) -> None:
+    app = Celery("broker-message-test", broker=redis_server.url)
+    app.conf.update(task_serializer="json", task_ignore_result=True)
+    queue = f"broker-message-test-{uuid.uuid4().hex}"
+    task_id = str(uuid.uuid4())
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        app.send_task("chat.reply", args=[task_id], task_id=task_id, queue=queue)
+        (from_celery,) = client.lrange(queue, 0, -1)
+        ours = celery_message(app, "chat.reply", task_id, queue)
+        assert _comparable(ours) == _comparable(from_celery)
+        assert json.loads(ours)["properties"]["delivery_tag"] != json.loads(from_celery)["properties"]["delivery_tag"]
+    finally:
+        client.delete(queue)
+        client.close()
+        app.close()
