@@ -61,8 +61,9 @@ def test_the_task_lifecycle_queries_behave_the_same(database_url: str) -> None:
     try:
         with sessions.begin() as session:
             owner = users.add_user(session, f"u{uuid.uuid4().hex[:8]}", "hash")
-            task = tasks.add_task(session, owner.participant_id, TaskKind.CHAT, {"message": "hi"}, idempotency_key="k1")
-            task_id = task.task_id
+            task_id = tasks.add_task(
+                session, owner.participant_id, TaskKind.CHAT, {"message": "hi"}, idempotency_key="k1"
+            )
         with sessions.begin() as session:
             assert tasks.claim(session, task_id, attempt=1)
             assert tasks.running_started_before(session, utcnow() + timedelta(seconds=1)) == [task_id]

@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import ChatMessage, ChatRole
@@ -19,19 +19,19 @@ def add_message(
     model: str | None = None,
     usage: dict[str, Any] | None = None,
     raw_prompt_to_llm: list[dict[str, Any]] | None = None,
-) -> ChatMessage:
-    message = ChatMessage(
-        participant_id=participant_id,
-        task_id=task_id,
-        role=role,
-        content=content,
-        model=model,
-        usage=usage,
-        raw_prompt_to_llm=raw_prompt_to_llm,
+) -> None:
+    """Insert one turn of the conversation (a Core insert: the question is written on every submit)."""
+    session.execute(
+        insert(ChatMessage).values(
+            participant_id=participant_id,
+            task_id=task_id,
+            role=role,
+            content=content,
+            model=model,
+            usage=usage,
+            raw_prompt_to_llm=raw_prompt_to_llm,
+        )
     )
-    session.add(message)
-    session.flush()
-    return message
 
 
 def turns_before_task(session: Session, participant_id: uuid.UUID, task_id: uuid.UUID, limit: int) -> list[ChatMessage]:

@@ -15,7 +15,7 @@ from app.chat.metrics import count_tokens
 from app.chat.prompt import build_prompt, choose_model
 from app.chat.schemas import ChatHistoryPage, ChatMessageOut, ChatRequest
 from app.exercises.repository import all_exercises
-from app.models import ChatRole, Task, TaskKind, TaskState
+from app.models import ChatRole, TaskKind, TaskState
 from app.realtime.envelopes import EnvelopeType
 from app.tasks import service as tasks_service
 from app.tasks.dispatch import TaskDispatcher
@@ -36,8 +36,8 @@ async def submit(
 ) -> uuid.UUID:
     """Store the learner's message and its task, commit, then enqueue the reply; returns the task id."""
 
-    def store_question(session: Session, task: Task) -> None:
-        repository.add_message(session, participant_id, task.task_id, ChatRole.USER, request.message)
+    def store_question(session: Session, task_id: uuid.UUID) -> None:
+        repository.add_message(session, participant_id, task_id, ChatRole.USER, request.message)
 
     return await tasks_service.accept(
         session,

@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
@@ -12,11 +12,11 @@ from app.models import Submission
 
 def add_submission(
     session: Session, task_id: uuid.UUID, participant_id: uuid.UUID, exercise_id: str, code: dict[str, Any]
-) -> Submission:
-    submission = Submission(task_id=task_id, participant_id=participant_id, exercise_id=exercise_id, code=code)
-    session.add(submission)
-    session.flush()
-    return submission
+) -> None:
+    """Insert the learner's code for a grading task."""
+    session.execute(
+        insert(Submission).values(task_id=task_id, participant_id=participant_id, exercise_id=exercise_id, code=code)
+    )
 
 
 def record_grade(session: Session, task_id: uuid.UUID, result: dict[str, Any]) -> None:

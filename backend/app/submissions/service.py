@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import NotFound
 from app.exercises.repository import all_exercises
 from app.exercises.schemas import CodeFiles
-from app.models import Task, TaskKind, TaskState
+from app.models import TaskKind, TaskState
 from app.realtime.envelopes import EnvelopeType
 from app.submissions import repository
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
@@ -31,9 +31,9 @@ async def submit(
     if request.exercise_id not in all_exercises():
         raise NotFound(f"no exercise {request.exercise_id!r}", code="exercise_not_found")
 
-    def store_submission(session: Session, task: Task) -> None:
+    def store_submission(session: Session, task_id: uuid.UUID) -> None:
         repository.add_submission(
-            session, task.task_id, participant_id, request.exercise_id, request.code.model_dump(mode="json")
+            session, task_id, participant_id, request.exercise_id, request.code.model_dump(mode="json")
         )
 
     return await tasks_service.accept(

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
@@ -22,18 +22,21 @@ def add_task(
     *,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
-) -> Task:
-    task = Task(
-        participant_id=participant_id,
-        kind=kind,
-        state=TaskState.QUEUED,
-        input=task_input,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
+) -> uuid.UUID:
+    """Insert a QUEUED task and return its id (a Core insert: this is on every submit's hot path)."""
+    task_id = uuid.uuid4()
+    session.execute(
+        insert(Task).values(
+            task_id=task_id,
+            participant_id=participant_id,
+            kind=kind,
+            state=TaskState.QUEUED,
+            input=task_input,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
     )
-    session.add(task)
-    session.flush()
-    return task
+    return task_id
 
 
 def get_owned(session: Session, task_id: uuid.UUID, participant_id: uuid.UUID) -> Task | None:

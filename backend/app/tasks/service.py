@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound, ServiceUnavailable
 from app.db.base import utcnow
-from app.models import Task, TaskState
+from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks import repository
@@ -54,7 +54,7 @@ async def accept(
     payload: BaseModel,
     *,
     idempotency_key: str | None,
-    also_write: Callable[[Session, Task], None] | None = None,
+    also_write: Callable[[Session, uuid.UUID], None] | None = None,
 ) -> uuid.UUID:
     """Accept a submission once: store it, commit, then enqueue; returns the task id.
 
@@ -75,7 +75,7 @@ async def accept(
                 return earlier.task_id, False
             if earlier is not None:
                 repository.forget_idempotency_key(sync_session, earlier.task_id)
-        task = repository.add_task(
+        task_id = repository.add_task(
             sync_session,
             participant_id,
             kind,
@@ -84,8 +84,8 @@ async def accept(
             request_hash=fingerprint,
         )
         if also_write is not None:
-            also_write(sync_session, task)
-        return task.task_id, True
+            also_write(sync_session, task_id)
+        return task_id, True
 
     try:
         task_id, created = await session.run_sync(write)
