@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 
 from app.realtime.envelopes import stream_id_key
-from tests.support.client import open_socket, register
+from tests.support.client import open_socket, register, status_on_result
 from tests.support.stack import ApiServer, Worker
 from tests.support.waiting import frames_until, wait_until
 
@@ -51,12 +51,11 @@ async def test_chat_streams_deltas_then_result(api: ApiServer, worker: Worker, h
     assert "Offline tutor" in result["data"]["message"] and "not centred?" in result["data"]["message"]
     assert result["data"]["model"] == "offline"
 
-    status = (await http.get(f"/api/tasks/{task_id}", headers=account.headers)).json()
+    status = await status_on_result(http, account, task_id, result["id"])
     assert status["state"] == "SUCCESS"
     assert status["kind"] == "chat"
     assert status["progress"] == 1.0
     assert status["result"]["message"] == result["data"]["message"]
-    assert status["last_event_id"] == result["id"]
     assert status["started_at"] is not None and status["finished_at"] >= status["started_at"]
 
 

@@ -13,7 +13,7 @@ import redis
 from app.core.embedded_redis import EmbeddedRedis
 from app.realtime.envelopes import EnvelopeType, stream_id_key
 from app.realtime.publisher import EnvelopePublisher
-from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register
+from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register, status_on_result
 from tests.support.stack import ApiServer, Worker
 from tests.support.waiting import frames_until, next_frame
 
@@ -140,7 +140,7 @@ async def test_a_task_finished_before_the_first_connect_is_replayed_from_zero(
     assert hello["data"]["replayed"] == len(frames)
     assert frames[0]["type"] == "task_status"
     assert "".join(f["data"]["delta"] for f in frames if f["type"] == "chat_delta") == frames[-1]["data"]["message"]
-    assert frames[-1]["id"] == status["last_event_id"]
+    await status_on_result(http, account, task_id, frames[-1]["id"])
 
 
 @pytest.fixture(scope="module")

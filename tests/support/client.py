@@ -125,3 +125,22 @@ async def finished_tasks(
             unfinished = {t: s["state"] for t, s in statuses.items() if s["state"] not in TERMINAL_STATES}
             raise AssertionError(f"tasks still not finished after {timeout_s}s: {unfinished}")
         await asyncio.sleep(0.1)
+
+
+async def status_on_result(
+    http: httpx.AsyncClient, account: Account, task_id: str, result_id: str, *, timeout_s: float = 5
+) -> dict[str, Any]:
+    """The task's status read as its terminal envelope `result_id` arrives (SPEC §5.6).
+
+    The terminal state must already be there on the first read. `last_event_id` can only be
+    recorded after the envelope got its id from Redis, so it is awaited (docs/protocol.md).
+    """
+    status: dict[str, Any] = (await http.get(f"/api/tasks/{task_id}", headers=account.headers)).json()
+    assert status["state"] in TERMINAL_STATES, f"the result arrived before the terminal state was committed: {status}"
+    deadline = time.monotonic() + timeout_s
+    while status["last_event_id"] != result_id:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"last_event_id is {status['last_event_id']}, not the result {result_id}")
+        await asyncio.sleep(0.02)
+        status = (await http.get(f"/api/tasks/{task_id}", headers=account.headers)).json()
+    return status
