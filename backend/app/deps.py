@@ -14,7 +14,7 @@ from app.core.errors import NotAuthenticated
 from app.core.rate_limit import RateLimiter
 from app.core.security import InvalidToken, decode_access_token
 from app.realtime.publisher import AsyncEnvelopePublisher
-from app.tasks.dispatch import TaskDispatcher
+from app.tasks.dispatch import TaskDispatcher, queue_unavailable
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -68,7 +68,9 @@ CurrentParticipant = Annotated[uuid.UUID, Depends(_current_participant)]
 
 async def _limit_submits(request: Request, participant_id: CurrentParticipant, settings: SettingsDep) -> uuid.UUID:
     limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.check("submit", str(participant_id), settings.submit_rate_limit)
+    # The count lives in the broker's Redis: if that does not answer, the submit could not be
+    # enqueued either, so it is refused (503) before anything is written.
+    await limiter.check("submit", str(participant_id), settings.submit_rate_limit, unavailable=queue_unavailable())
     return participant_id
 
 

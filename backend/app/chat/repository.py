@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
+from app.db.base import table_of
 from app.models import ChatMessage, ChatRole
 
 
@@ -22,7 +23,7 @@ def add_message(
 ) -> None:
     """Insert one turn of the conversation (a Core insert: the question is written on every submit)."""
     session.execute(
-        insert(ChatMessage).values(
+        insert(table_of(ChatMessage)).values(
             participant_id=participant_id,
             task_id=task_id,
             role=role,

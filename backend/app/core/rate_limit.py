@@ -1,5 +1,6 @@
 """Rate limits kept in Redis, so every API replica counts against the same budget."""
 
+import asyncio
 import logging
 import math
 import re
@@ -18,6 +19,7 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {count, redis.call('PTTL', KEYS[1])}
 """
+_REDIS_TIMEOUT_S = 0.5
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
@@ -40,12 +42,19 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis):
         self._hit = client.register_script(_HIT)
 
-    async def check(self, scope: str, identity: str, spec: str) -> None:
-        """Count one request of `identity` in `scope`; 429 once over `spec`. Fails open if Redis is down."""
+    async def check(self, scope: str, identity: str, spec: str, *, unavailable: AppError | None = None) -> None:
+        """Count one request of `identity` in `scope`; 429 once over `spec`.
+
+        When Redis does not answer within half a second the request is allowed (fail open),
+        unless `unavailable` is given: then that error is raised instead.
+        """
         limit, window_s = parse_limit(spec)
         try:
-            count, ttl_ms = await self._hit(keys=[f"ratelimit:{scope}:{identity}"], args=[window_s * 1000])
-        except RedisError:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                count, ttl_ms = await self._hit(keys=[f"ratelimit:{scope}:{identity}"], args=[window_s * 1000])
+        except (RedisError, TimeoutError):
+            if unavailable is not None:
+                raise unavailable from None
             logger.warning("rate limiter unavailable; allowing the request", extra={"scope": scope})
             return
         if int(count) > limit:

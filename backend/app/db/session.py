@@ -62,7 +62,8 @@ def create_sync_engine(url: str) -> Engine:
 def create_api_engine(url: str) -> AsyncEngine:
     """An asynchronous engine for the API replica."""
     async_url = async_database_url(url)
-    engine = create_async_engine(async_url, pool_pre_ping=True)
+    # A ping per checkout finds connections a PostgreSQL restart broke; a SQLite file has none.
+    engine = create_async_engine(async_url, pool_pre_ping=async_url.get_backend_name() != "sqlite")
     if async_url.get_backend_name() == "sqlite":
         _prepare_sqlite(async_url, engine.sync_engine)
     return engine

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.base import utcnow
+from app.db.base import table_of, utcnow
 from app.models import Submission
 
 
@@ -15,7 +15,9 @@ def add_submission(
 ) -> None:
     """Insert the learner's code for a grading task."""
     session.execute(
-        insert(Submission).values(task_id=task_id, participant_id=participant_id, exercise_id=exercise_id, code=code)
+        insert(table_of(Submission)).values(
+            task_id=task_id, participant_id=participant_id, exercise_id=exercise_id, code=code
+        )
     )
 
 

@@ -25,6 +25,15 @@ TASK_QUEUES: dict[str, str] = {TaskKind.CHAT: CHAT_QUEUE, TaskKind.SUBMISSION: S
 RETRY_AFTER_S = "5"
 
 
+def queue_unavailable() -> ServiceUnavailable:
+    """The 503 a submit gets when the broker cannot take work."""
+    return ServiceUnavailable(
+        "the task queue is unavailable, try again shortly",
+        code="queue_unavailable",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
 def send_to_broker(app: Celery, kind: str, task_id: str) -> None:
     """Publish the Celery message for a task (blocking); fails within about a second."""
     app.send_task(
@@ -48,18 +57,6 @@ class TaskDispatcher:
     def __init__(self, app: Celery, client: aioredis.Redis):
         self._app = app
         self._redis = client
-
-    async def ensure_available(self) -> None:
-        """Fail fast, before anything is written, when the broker cannot take work."""
-        try:
-            async with asyncio.timeout(0.5):
-                await self._redis.ping()
-        except Exception:
-            raise ServiceUnavailable(
-                "the task queue is unavailable, try again shortly",
-                code="queue_unavailable",
-                headers={"Retry-After": RETRY_AFTER_S},
-            ) from None
 
     async def enqueue(self, kind: str, task_id: uuid.UUID) -> None:
         """Record the task as dispatched and push its Celery message, atomically and in one round trip."""

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.base import utcnow
+from app.db.base import table_of, utcnow
 from app.models import TERMINAL_STATES, Task, TaskState
 
 _RUNNING = (TaskState.STARTED, TaskState.PROGRESS)
@@ -26,7 +26,7 @@ def add_task(
     """Insert a QUEUED task and return its id (a Core insert: this is on every submit's hot path)."""
     task_id = uuid.uuid4()
     session.execute(
-        insert(Task).values(
+        insert(table_of(Task)).values(
             task_id=task_id,
             participant_id=participant_id,
             kind=kind,

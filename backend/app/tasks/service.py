@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, NotFound, ServiceUnavailable
+from app.core.errors import Conflict, NotFound
 from app.db.base import utcnow
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks import repository
-from app.tasks.dispatch import RETRY_AFTER_S, TaskDispatcher
+from app.tasks.dispatch import TaskDispatcher, queue_unavailable
 from app.tasks.schemas import TaskStatus
 from app.worker.lease import cancel_key
 
@@ -59,9 +59,10 @@ async def accept(
     """Accept a submission once: store it, commit, then enqueue; returns the task id.
 
     The same `Idempotency-Key` (per user, 24 h) with the same body returns the first task and
-    enqueues nothing; with another body it is a 409. Nothing is written when the broker is down.
+    enqueues nothing; with another body it is a 409. Callers come through the submit rate limit
+    (`SubmittingParticipant`), which has just reached the broker's Redis or refused with a 503,
+    so nothing is written while the broker is down.
     """
-    await dispatcher.ensure_available()
     fingerprint = request_fingerprint(kind, payload)
 
     def write(sync_session: Session) -> tuple[uuid.UUID, bool]:
@@ -104,11 +105,7 @@ async def accept(
         error = {"code": "enqueue_failed", "message": "the task queue is unavailable"}
         await session.run_sync(repository.finish, task_id, TaskState.FAILURE, error=error)
         await session.commit()
-        raise ServiceUnavailable(
-            "the task queue is unavailable, try again shortly",
-            code="queue_unavailable",
-            headers={"Retry-After": RETRY_AFTER_S},
-        ) from exc
+        raise queue_unavailable() from exc
     return task_id
 
 
