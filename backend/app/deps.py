@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as Annotated aliases endpoints declare by type."""
+"""FastAPI dependencies, as Annotated aliases endpoints declare by type.
+
+They are all `async def`, even those that do no I/O: FastAPI runs a plain `def` dependency in
+a worker thread, a hop that cost about a tenth of a submit's time.
+"""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +23,7 @@ from app.tasks.dispatch import TaskDispatcher, queue_unavailable
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -29,17 +33,17 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _redis(request: Request) -> aioredis.Redis:
     client: aioredis.Redis = request.app.state.redis
     return client
 
 
-def _publisher(request: Request) -> AsyncEnvelopePublisher:
+async def _publisher(request: Request) -> AsyncEnvelopePublisher:
     publisher: AsyncEnvelopePublisher = request.app.state.publisher
     return publisher
 
 
-def _dispatcher(request: Request) -> TaskDispatcher:
+async def _dispatcher(request: Request) -> TaskDispatcher:
     dispatcher: TaskDispatcher = request.app.state.dispatcher
     return dispatcher
 
@@ -52,7 +56,7 @@ DispatcherDep = Annotated[TaskDispatcher, Depends(_dispatcher)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
 
 
-def _current_participant(
+async def _current_participant(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> uuid.UUID:
     if credentials is None or credentials.scheme.lower() != "bearer":

@@ -62,10 +62,13 @@ def create_sync_engine(url: str) -> Engine:
 def create_api_engine(url: str) -> AsyncEngine:
     """An asynchronous engine for the API replica."""
     async_url = async_database_url(url)
-    # A ping per checkout finds connections a PostgreSQL restart broke; a SQLite file has none.
-    engine = create_async_engine(async_url, pool_pre_ping=async_url.get_backend_name() != "sqlite")
-    if async_url.get_backend_name() == "sqlite":
-        _prepare_sqlite(async_url, engine.sync_engine)
+    if async_url.get_backend_name() != "sqlite":
+        # A ping per checkout finds the connections a PostgreSQL restart broke.
+        return create_async_engine(async_url, pool_pre_ping=True)
+    # SQLite takes one writer at a time: more connections only wait in its busy handler, which
+    # sleeps in steps of up to 100 ms. Two connections queue requests in the pool instead.
+    engine = create_async_engine(async_url, pool_size=2, max_overflow=0)
+    _prepare_sqlite(async_url, engine.sync_engine)
     return engine
 
 
