@@ -41,6 +41,7 @@ class ClientConnection:
         self._held: list[tuple[str, str]] | None = []
         self._watermark: tuple[int, int] | None = None
         self.watermark_id: str | None = None
+        self.greeted = False  # its `hello` is queued: from then on it may be pinged
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -77,6 +78,7 @@ class ClientConnection:
         it, or below the last replayed one, are dropped as duplicates.
         """
         held, self._held = self._held or [], None
+        self.greeted = True
         if floor_id is not None:
             self._raise_watermark(floor_id, stream_id_key(floor_id))
         if replay:
@@ -251,10 +253,11 @@ class ConnectionManager:
             logger.info("caught up sockets after a bus outage", extra={"sockets": len(connections)})
 
     def ping_all(self) -> None:
-        """Queue a `ping` on every socket (the heartbeat)."""
+        """Queue a `ping` on every greeted socket (the heartbeat); `hello` is always a socket's first frame."""
         ping = control_frame(ControlType.PING)
         for connection in self.connections():
-            connection.offer_control(ping)
+            if connection.greeted:
+                connection.offer_control(ping)
 
     async def run_heartbeat(self, interval_s: float) -> None:
         """Ping every socket every `interval_s`, whatever else it is being sent."""

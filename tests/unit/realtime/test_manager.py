@@ -160,6 +160,23 @@ async def test_heartbeat_pings_every_socket_even_while_streaming() -> None:
     await connection.stop()
 
 
+async def test_a_socket_is_not_pinged_before_its_hello() -> None:
+    # Opening thousands of sockets at once, a heartbeat can fall while one's history is read.
+    manager = _manager()
+    socket = RecordingSocket()
+    connection = _connection(socket)
+    manager.register(connection)
+    connection.hold()
+    connection.start()
+    manager.ping_all()
+    connection.release(["HELLO"], [], floor_id=None)
+    manager.ping_all()
+    await _drain()
+    assert socket.sent[0] == "HELLO"
+    assert socket.types() == ["ping"]
+    await connection.stop()
+
+
 async def test_drain_and_close_flushes_queues_then_closes_with_1012() -> None:
     manager = _manager()
     socket = RecordingSocket()
