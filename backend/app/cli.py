@@ -56,6 +56,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
         log_config=None,  # our own logging (JSON, tokens redacted)
         access_log=False,
         ws_max_size=settings.ws_max_frame_bytes,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_ping_interval=None,  # the application sends its own `ping` frames (SPEC §5.5)
         timeout_graceful_shutdown=10,
     )

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     ws_auth_timeout_s: float = Field(default=5, gt=0)
     ws_send_queue_size: int = Field(default=256, gt=0)
     ws_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
+    # Off by default: deflate state costs memory per socket (docs/performance.md) and CPU per
+    # frame, and envelopes are small.
+    ws_per_message_deflate: bool = False
     bus_canary_interval_s: float = Field(default=5, gt=0)
     shutdown_drain_timeout_s: float = Field(default=3, ge=0)
 
