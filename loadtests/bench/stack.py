@@ -1,12 +1,15 @@
 """A private stack for benchmarks: redis-server, SQLite, one API replica and one worker on free ports."""
 
 import contextlib
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -21,48 +24,68 @@ class BenchStack:
     redis_url: str
     base_url: str
     ws_url: str
+    api_pid: int
+    env: dict[str, str]
+    logs: IO[bytes]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """One more `taskwire worker` process (its own process group, so it can be killed whole)."""
+        self.workers.append(spawn([*CLI, "worker"], env=self.env, stdout=self.logs, stderr=self.logs))
+        return self.workers[-1]
 
 
-def _wait(url: str, timeout_s: float = 30) -> None:
+def wait_ready(url: str, timeout_s: float = 30) -> None:
+    """Wait for `url` to answer 200, or for `tcp://host:port` to accept connections."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
+        if url.startswith("tcp://"):
+            host, port = url.removeprefix("tcp://").split(":")
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
                 return
+        else:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not become ready")
 
 
 @contextlib.contextmanager
-def bench_stack(**settings: str) -> Iterator[BenchStack]:
-    """Start everything with `settings` as environment overrides; stop it all afterwards."""
+def bench_stack(*, workers: int = 1, **settings: str) -> Iterator[BenchStack]:
+    """Start everything with `settings` as environment overrides; stop it all afterwards.
+
+    With no workers, tasks only queue up: what is measured is the API replica alone.
+    """
     with tempfile.TemporaryDirectory() as folder, EmbeddedRedis(Path(folder) / "redis") as redis_server:
-        env = child_env(
-            DATABASE_URL=f"sqlite:///{folder}/bench.db",
-            REDIS_URL=redis_server.url,
-            JWT_SECRET="benchmark-secret",
-            LOG_LEVEL="WARNING",
-            AUTH_RATE_LIMIT="1000000/60",
-            SUBMIT_RATE_LIMIT="1000000/60",
-            **settings,
-        )
+        defaults = {
+            "DATABASE_URL": f"sqlite:///{folder}/bench.db",
+            "JWT_SECRET": "benchmark-secret",
+            "LOG_LEVEL": "WARNING",
+            "AUTH_RATE_LIMIT": "1000000/60",
+            "SUBMIT_RATE_LIMIT": "1000000/60",
+        }
+        env = child_env(REDIS_URL=redis_server.url, **{**defaults, **settings})
         spawn([*CLI, "migrate"], env=env).wait()
         port = free_port()
         logs = open(Path(folder) / "processes.log", "wb")  # noqa: SIM115 (closed below)
         api = spawn([*CLI, "api", "--port", str(port)], env=env, stdout=logs, stderr=logs)
-        worker = spawn([*CLI, "worker"], env=env, stdout=logs, stderr=logs)
+        stack = BenchStack(redis_server.url, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", api.pid, env, logs)
+        for _ in range(workers):
+            stack.start_worker()
         try:
-            _wait(f"http://127.0.0.1:{port}/readyz")
-            yield BenchStack(redis_server.url, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
+            wait_ready(f"http://127.0.0.1:{port}/readyz")
+            yield stack
         finally:
-            stop(worker)
+            for process in stack.workers:
+                stop(process)
             stop(api)
             logs.close()
 
 
 @contextlib.contextmanager
-def baseline_server(redis_url: str) -> Iterator[str]:
-    """The bare FastAPI + Celery enqueue endpoint, on a free port."""
+def baseline_server(redis_url: str) -> Iterator[tuple[str, int]]:
+    """The bare FastAPI + Celery enqueue endpoint, on a free port: (URL, pid)."""
     port = free_port()
     env = child_env(REDIS_URL=redis_url)
     args = [
@@ -77,7 +100,7 @@ def baseline_server(redis_url: str) -> Iterator[str]:
     ]
     process = spawn(args, env=env)
     try:
-        _wait(f"http://127.0.0.1:{port}/docs")
-        yield f"http://127.0.0.1:{port}"
+        wait_ready(f"http://127.0.0.1:{port}/docs")
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         stop(process)

@@ -1,0 +1,177 @@
+"""Fan-out: messages per second one replica delivers to 1,000 sockets, and Redis -> socket latency.
+
+The same publisher (a separate process, paced to an offered rate of deliveries per second)
+and the same client fleet measure three servers, one at a time, on the same redis-server:
+Taskwire's API replica, a plain python-socketio server with its Redis manager, and a bare
+`websockets` loop forwarding pub/sub messages (the raw ceiling).
+"""
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from app.core.config import Settings
+from app.core.processes import child_env, free_port, spawn, stop
+from app.core.security import create_access_token
+from app.realtime.envelopes import EnvelopeType
+from app.realtime.publisher import EnvelopePublisher
+from loadtests.bench import fleet
+from loadtests.bench.stack import BenchStack, wait_ready
+from loadtests.bench.stats import percentile_ms
+
+SHAPES = ((1000, 1), (100, 10))  # users x sockets per user: 1,000 sockets either way
+RATES = (1000, 2500, 5000, 10000)  # deliveries per second offered
+DURATION_S = 4.0
+GRACE_S = 3.0
+PAYLOAD = "x" * 60  # about the size of a streamed chat piece
+
+
+@dataclass
+class System:
+    name: str
+    urls: list[tuple[str, str]]  # (socket url, user) per socket
+    join: fleet.Join
+    parse: fleet.Parse
+
+
+def _publish(
+    system: str,
+    redis_url: str,
+    users: list[str],
+    count: int,
+    rate: float,
+    done: "multiprocessing.Queue[tuple[float, float]]",
+) -> None:
+    """Publish `count` messages round-robin over `users` at `rate` per second; report (start time, seconds taken)."""
+    client = redis.Redis.from_url(redis_url)
+    if system == "taskwire":
+        publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=600)
+
+        def send(user: str) -> None:
+            publisher.publish(user, EnvelopeType.CHAT_DELTA, "bench", {"delta": PAYLOAD, "t": time.time()})
+
+    elif system == "python-socketio":
+        import socketio
+
+        manager = socketio.RedisManager(redis_url, write_only=True)
+
+        def send(user: str) -> None:
+            manager.emit("m", {"delta": PAYLOAD, "t": time.time()}, room=user, namespace="/")
+
+    else:
+
+        def send(user: str) -> None:
+            client.publish(f"bare:user:{user}", json.dumps({"delta": PAYLOAD, "t": time.time()}))
+
+    started_at, start = time.time(), time.perf_counter()
+    for i in range(count):
+        ahead = start + i / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+        send(users[i % len(users)])
+    done.put((started_at, time.perf_counter() - start))
+
+
+async def measure(system: System, redis_url: str, users: list[str], sockets_per_user: int) -> list[dict[str, float]]:
+    """Open the fleet, then offer each rate in RATES for DURATION_S; one row per rate."""
+    clients = await fleet.open_fleet(system.urls, system.join, system.parse)
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    try:
+        for rate in RATES:
+            clients.reset()
+            messages = int(rate / sockets_per_user * DURATION_S)
+            expected = messages * sockets_per_user
+            done: multiprocessing.Queue[tuple[float, float]] = context.Queue()
+            args = (system.name, redis_url, users, messages, rate / sockets_per_user, done)
+            publisher = context.Process(target=_publish, args=args)
+            publisher.start()
+            started = time.perf_counter()
+            while publisher.is_alive() or len(clients.latencies) < expected:
+                await asyncio.sleep(0.05)
+                if not publisher.is_alive() and time.perf_counter() - started > DURATION_S * 3 + GRACE_S:
+                    break
+            publisher.join()
+            published_at, publish_s = done.get()
+            received = list(clients.latencies)
+            # Delivery rate over the publishing window, or longer when the server lagged behind it.
+            elapsed = max(publish_s, clients.last_arrival - published_at)
+            rows.append(
+                {
+                    "offered": rate,
+                    "published_per_s": expected / publish_s,
+                    "delivered_per_s": len(received) / elapsed,
+                    "delivered": len(received) / expected,
+                    "p50": percentile_ms(received, 50),
+                    "p99": percentile_ms(received, 99),
+                }
+            )
+    finally:
+        await clients.close()
+    return rows
+
+
+@contextlib.contextmanager
+def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[None]:
+    process = spawn(args, env=child_env(REDIS_URL=redis_url))
+    try:
+        wait_ready(ready_url)
+        yield
+    finally:
+        stop(process)
+
+
+def _users(count: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+async def run(stack: BenchStack, jwt_secret: str) -> dict[str, list[dict[str, float]]]:
+    """Every shape on every system; rows keyed by "system, users x sockets"."""
+    settings = Settings(jwt_secret=jwt_secret)
+    results: dict[str, list[dict[str, float]]] = {}
+    for user_count, per_user in SHAPES:
+        users = _users(user_count)
+        shape = f"{user_count} x {per_user}"
+        tokens = {user: create_access_token(uuid.UUID(user), settings) for user in users}
+        sockets = [user for user in users for _ in range(per_user)]
+        taskwire = System(
+            "taskwire",
+            [(f"{stack.ws_url}/ws/user/{user}", user) for user in sockets],
+            fleet.taskwire_join(tokens),
+            fleet.taskwire_parse,
+        )
+        results[f"taskwire, {shape}"] = await measure(taskwire, stack.redis_url, users, per_user)
+
+        port = free_port()
+        socketio_args = [sys.executable, "-m", "uvicorn", "loadtests.bench.socketio_app:app", "--port", str(port)]
+        with _server(
+            [*socketio_args, "--log-level", "warning"],
+            stack.redis_url,
+            f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling",
+        ):
+            url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+            system = System(
+                "python-socketio", [(url, user) for user in sockets], fleet.socketio_join, fleet.socketio_parse
+            )
+            results[f"python-socketio, {shape}"] = await measure(system, stack.redis_url, users, per_user)
+
+        port = free_port()
+        with _server(
+            [sys.executable, "-m", "loadtests.bench.bare_ws", str(port)], stack.redis_url, f"tcp://127.0.0.1:{port}"
+        ):
+            system = System(
+                "bare",
+                [(f"ws://127.0.0.1:{port}/u/{user}", user) for user in sockets],
+                fleet.bare_join,
+                fleet.bare_parse,
+            )
+            results[f"bare websockets, {shape}"] = await measure(system, stack.redis_url, users, per_user)
+    return results
