@@ -158,12 +158,20 @@ async def test_a_socket_that_never_reads_is_closed_with_4408_and_others_keep_rec
     stalled = StalledClient(small_queue_api.ws_url, account)
     healthy, _ = await open_socket(small_queue_api.ws_url, account)
     pad = "x" * 32_000
-    ids = [
-        publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "big", {"delta": pad, "n": i})
-        for i in range(400)
-    ]
+
+    def publish_all() -> list[str]:
+        return [
+            publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "big", {"delta": pad, "n": i})
+            for i in range(400)
+        ]
+
     async with healthy:
-        got = await frames_until(healthy, lambda f: f.get("id") == ids[-1], timeout_s=60, what="all 400 envelopes")
+        # 12.8 MB in all: the healthy client reads while they are published, as a browser would.
+        reading = asyncio.create_task(
+            frames_until(healthy, lambda f: f["data"].get("n") == 399, timeout_s=60, what="all 400 envelopes")
+        )
+        ids = await asyncio.to_thread(publish_all)
+        got = await reading
     assert [f["id"] for f in got] == ids, "the healthy socket must get every envelope, in order"
 
     # What the stuck socket still finds in its buffers ends with the server's close frame.

@@ -49,7 +49,8 @@ async def open_socket(
     url = f"{ws_base}/ws/user/{path_id or account.participant_id}"
     if auth == "query":
         url += f"?token={account.token}" + (f"&last_id={last_id}" if last_id else "")
-    ws = await connect(url)
+    # Like a browser, read frames off the socket as they come (no client-side backpressure).
+    ws = await connect(url, max_queue=None)
     if auth == "frame":
         frame: dict[str, Any] = {"type": "auth", "token": account.token}
         if last_id:
