@@ -80,13 +80,15 @@ def _publish(
     done.put((started_at, time.perf_counter() - start))
 
 
-async def measure(system: System, redis_url: str, users: list[str], sockets_per_user: int) -> list[dict[str, float]]:
-    """Open the fleet, then offer each rate in RATES for DURATION_S; one row per rate."""
+async def measure(
+    system: System, redis_url: str, users: list[str], sockets_per_user: int, rates: tuple[int, ...] = RATES
+) -> list[dict[str, float]]:
+    """Open the fleet, then offer each rate for DURATION_S; one row per rate."""
     clients = await fleet.open_fleet(system.urls, system.join, system.parse)
     rows = []
     context = multiprocessing.get_context("spawn")
     try:
-        for rate in RATES:
+        for rate in rates:
             clients.reset()
             messages = int(rate / sockets_per_user * DURATION_S)
             expected = messages * sockets_per_user

@@ -7,8 +7,9 @@
 4. Capacity: idle sockets, memory per socket, Redis connections; baseline: bare `websockets`.
 5. Resume: 1,000 missed envelopes; baseline: one raw XRANGE of them.
 6. Duplicates: 100 long tasks with worker kills and a 1 s visibility timeout.
+7. Replicas: submits and fan-out with 1, 2 and 3 API replicas.
 `python -m loadtests.bench.run` runs them all and writes docs/performance.md; name sections
-(`submit e2e fanout capacity resume duplicates`) to run only those, merged into the last run's figures.
+(`submit e2e fanout capacity resume duplicates replicas`) to run only those, merged into the last run's figures.
 """
 
 import asyncio
@@ -24,7 +25,7 @@ from typing import Any
 import psycopg
 
 from app.core.embedded_redis import EmbeddedRedis
-from loadtests.bench import capacity, duplicates, fanout, latency, resume, submit
+from loadtests.bench import capacity, duplicates, fanout, latency, replicas, resume, submit
 from loadtests.bench.report import report
 from loadtests.bench.stack import baseline_server, bench_stack
 
@@ -32,7 +33,7 @@ OUT = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 # Raw figures, kept after each section so a late failure does not lose the earlier ones (git-ignored).
 RAW = Path(__file__).resolve().parents[1] / "reports" / "bench-results.json"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SECTIONS = ("submit", "e2e", "fanout", "capacity", "resume", "duplicates")
+SECTIONS = ("submit", "e2e", "fanout", "capacity", "resume", "duplicates", "replicas")
 
 
 @contextlib.contextmanager
@@ -99,6 +100,7 @@ RUNNERS = {
     "capacity": _capacity,
     "resume": _resume,
     "duplicates": duplicates.run,
+    "replicas": replicas.run,
 }
 
 

@@ -22,12 +22,29 @@ CLI = [sys.executable, "-m", "app.cli"]
 @dataclass
 class BenchStack:
     redis_url: str
-    base_url: str
-    ws_url: str
-    api_pid: int
+    ports: list[int]  # one per API replica
+    apis: list[subprocess.Popen[bytes]]
     env: dict[str, str]
     logs: IO[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        """The first replica's HTTP URL."""
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def ws_url(self) -> str:
+        """The first replica's WebSocket URL."""
+        return f"ws://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def api_pid(self) -> int:
+        return self.apis[0].pid
+
+    def ws_urls(self) -> list[str]:
+        """Every replica's WebSocket URL."""
+        return [f"ws://127.0.0.1:{port}" for port in self.ports]
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """One more `taskwire worker` process (its own process group, so it can be killed whole)."""
@@ -52,10 +69,10 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def bench_stack(*, workers: int = 1, **settings: str) -> Iterator[BenchStack]:
+def bench_stack(*, workers: int = 1, replicas: int = 1, **settings: str) -> Iterator[BenchStack]:
     """Start everything with `settings` as environment overrides; stop it all afterwards.
 
-    With no workers, tasks only queue up: what is measured is the API replica alone.
+    With no workers, tasks only queue up: what is measured is the API replicas alone.
     """
     with tempfile.TemporaryDirectory() as folder, EmbeddedRedis(Path(folder) / "redis") as redis_server:
         defaults = {
@@ -67,19 +84,19 @@ def bench_stack(*, workers: int = 1, **settings: str) -> Iterator[BenchStack]:
         }
         env = child_env(REDIS_URL=redis_server.url, **{**defaults, **settings})
         spawn([*CLI, "migrate"], env=env).wait()
-        port = free_port()
         logs = open(Path(folder) / "processes.log", "wb")  # noqa: SIM115 (closed below)
-        api = spawn([*CLI, "api", "--port", str(port)], env=env, stdout=logs, stderr=logs)
-        stack = BenchStack(redis_server.url, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", api.pid, env, logs)
+        ports = [free_port() for _ in range(replicas)]
+        apis = [spawn([*CLI, "api", "--port", str(port)], env=env, stdout=logs, stderr=logs) for port in ports]
+        stack = BenchStack(redis_server.url, ports, apis, env, logs)
         for _ in range(workers):
             stack.start_worker()
         try:
-            wait_ready(f"http://127.0.0.1:{port}/readyz")
+            for port in ports:
+                wait_ready(f"http://127.0.0.1:{port}/readyz")
             yield stack
         finally:
-            for process in stack.workers:
+            for process in stack.workers + stack.apis:
                 stop(process)
-            stop(api)
             logs.close()
 
 

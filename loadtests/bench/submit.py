@@ -23,14 +23,17 @@ USERS = 50  # the submitting accounts; requests rotate over them so per-user wor
 
 @dataclass
 class Target:
-    """Where to send submits: a URL and a way to build each request's headers and body."""
+    """Where to send submits: URLs (one per replica, taken in turn) and each request's headers and body."""
 
-    url: str
+    urls: list[str]
     request: Callable[[int], tuple[dict[str, str], dict[str, Any]]]
 
+    def url(self, i: int) -> str:
+        return self.urls[i % len(self.urls)]
 
-async def chat_target(base_url: str) -> Target:
-    """`POST /ai/chat2` as USERS different learners."""
+
+async def chat_target(base_url: str, *more_replicas: str) -> Target:
+    """`POST /ai/chat2` as USERS different learners, spread over the replicas given."""
     async with aiohttp.ClientSession() as http:
         tokens = []
         for _ in range(USERS):
@@ -41,17 +44,17 @@ async def chat_target(base_url: str) -> Target:
     def request(i: int) -> tuple[dict[str, str], dict[str, Any]]:
         return {"Authorization": f"Bearer {tokens[i % USERS]}"}, {"message": "benchmark"}
 
-    return Target(f"{base_url}/ai/chat2", request)
+    return Target([f"{url}/ai/chat2" for url in (base_url, *more_replicas)], request)
 
 
 def baseline_target(base_url: str) -> Target:
     """The bare FastAPI + Celery enqueue endpoint."""
-    return Target(f"{base_url}/enqueue", lambda _i: ({}, {}))
+    return Target([f"{base_url}/enqueue"], lambda _i: ({}, {}))
 
 
 async def _send(http: aiohttp.ClientSession, target: Target, i: int) -> int:
     headers, body = target.request(i)
-    async with http.post(target.url, json=body, headers=headers) as response:
+    async with http.post(target.url(i), json=body, headers=headers) as response:
         await response.read()
         return response.status
 
