@@ -1,11 +1,16 @@
 """Hosts, origins and headers, from settings, on a real replica."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from tests.support.client import register
 from tests.support.stack import ApiServer
 
 
@@ -21,6 +26,25 @@ def test_unknown_host_headers_are_refused(strict_api: ApiServer) -> None:
     assert httpx.get(f"{strict_api.base_url}/healthz").status_code == 200
     assert httpx.get(f"{strict_api.base_url}/healthz", headers={"Host": "tutor.example"}).status_code == 200
     assert httpx.get(f"{strict_api.base_url}/healthz", headers={"Host": "evil.example"}).status_code == 400
+
+
+async def test_unknown_host_headers_are_refused_on_websockets_too(strict_api: ApiServer) -> None:
+    # Sockets skip the HTTP middleware stack, but not the Host check.
+    async with httpx.AsyncClient(base_url=strict_api.base_url) as http:
+        account = await register(http)
+    port = strict_api.base_url.rsplit(":", 1)[1]
+    path = f"/ws/user/{account.participant_id}"
+
+    def to_replica(host: str) -> Any:
+        # The URL names the Host header; the TCP connection goes to the replica.
+        return connect(f"ws://{host}:{port}{path}", host="127.0.0.1", port=int(port))
+
+    with pytest.raises(InvalidStatus) as refused:
+        await to_replica("evil.example")
+    assert refused.value.response.status_code == 400
+    async with to_replica("tutor.example") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": account.token}))
+        assert json.loads(await ws.recv())["type"] == "hello"
 
 
 def test_only_configured_origins_may_call_cross_origin(strict_api: ApiServer) -> None:
