@@ -5,7 +5,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketState
@@ -22,7 +22,10 @@ _SLOW_CONSUMER = "slow consumer: reconnect with your last id"
 
 
 class ClientConnection:
-    """One open WebSocket: envelopes are queued here and written by its own sender task.
+    """One open WebSocket: envelopes are queued here and written by a sender task.
+
+    The sender task exists only while there is something to write: an idle socket holds no
+    task (about 3 KiB each, docs/scaling.md).
 
     The watermark is the newest envelope id this socket has been given (or was not owed, for
     a fresh connection: the history head when it connected). Live envelopes at or below it are
@@ -35,7 +38,9 @@ class ClientConnection:
         self.participant_id = participant_id
         self.connection_id = uuid.uuid4().hex
         self.opened_at = time.monotonic()
-        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=queue_size)
+        self._pending: deque[QueueItem] = deque()
+        self._queue_size = queue_size
+        self._started = False
         # Live envelopes that arrive while history is being read wait here, so the hand-over
         # from replay to live has no gap.
         self._held: list[tuple[str, str]] | None = []
@@ -96,8 +101,9 @@ class ClientConnection:
             self._raise_watermark(head_id, stream_id_key(head_id))
 
     def start(self) -> None:
-        """Start the sender task."""
-        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self.connection_id}")
+        """Start writing: what is queued now, and whatever is queued later."""
+        self._started = True
+        self._kick()
 
     def request_close(self, code: int, reason: str) -> None:
         """Close this socket soon, from any task, without waiting for it."""
@@ -108,9 +114,9 @@ class ClientConnection:
             self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def drain(self) -> None:
-        """Wait until everything queued so far has been written to the socket."""
-        if self._sender is not None and not self._sender.done():
-            await self._queue.join()
+        """Wait until everything queued so far has been written to the socket (or writing failed)."""
+        while self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender})
 
     async def stop(self) -> None:
         """Stop the sender task and let a requested close finish; the route owns the socket."""
@@ -122,13 +128,19 @@ class ClientConnection:
             await self._closer
 
     def _put(self, item: QueueItem) -> bool:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._queue_size:
             logger.warning("closing a slow consumer", extra={"connection_id": self.connection_id})
             self.request_close(CloseCode.SLOW_CONSUMER, _SLOW_CONSUMER)
             return False
+        self._pending.append(item)
+        self._kick()
         return True
+
+    def _kick(self) -> None:
+        if self.close_code == CloseCode.SLOW_CONSUMER:
+            return  # its sender was stopped on purpose; the client resumes from history
+        if self._started and self._pending and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
     def _raise_watermark(self, envelope_id: str, key: tuple[int, int]) -> None:
         if self._watermark is None or key > self._watermark:
@@ -139,19 +151,19 @@ class ClientConnection:
             if self.websocket.application_state == WebSocketState.CONNECTED:
                 await self.websocket.close(code=code, reason=reason)
 
-    async def _send_loop(self) -> None:
+    async def _send_pending(self) -> None:
         try:
-            while True:
-                item = await self._queue.get()
+            while self._pending:
+                item = self._pending.popleft()
                 if isinstance(item, str):
                     await self.websocket.send_text(item)
                 else:
                     for text in item:
                         await self.websocket.send_text(text)
-                self._queue.task_done()
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away; the receive loop notices and cleans up
+            self._pending.clear()
             logger.debug("sender stopped", exc_info=True)
 
 
