@@ -26,6 +26,7 @@ from app.realtime.publisher import EnvelopePublisher
 from loadtests.bench import fleet
 from loadtests.bench.stack import BenchStack, wait_ready
 from loadtests.bench.stats import percentile_ms
+from loadtests.bench.submit import cpu_seconds
 
 SHAPES = ((1000, 1), (100, 10))  # users x sockets per user: 1,000 sockets either way
 RATES = (1000, 2500, 5000, 10000)  # deliveries per second offered
@@ -40,6 +41,7 @@ class System:
     urls: list[tuple[str, str]]  # (socket url, user) per socket
     join: fleet.Join
     parse: fleet.Parse
+    pids: list[int]  # the server processes, whose CPU time per delivery is measured
 
 
 def _publish(
@@ -95,6 +97,7 @@ async def measure(
             done: multiprocessing.Queue[tuple[float, float]] = context.Queue()
             args = (system.name, redis_url, users, messages, rate / sockets_per_user, done)
             publisher = context.Process(target=_publish, args=args)
+            cpu_before = sum(cpu_seconds(pid) for pid in system.pids)
             publisher.start()
             started = time.perf_counter()
             while publisher.is_alive() or len(clients.latencies) < expected:
@@ -102,6 +105,7 @@ async def measure(
                 if not publisher.is_alive() and time.perf_counter() - started > DURATION_S * 3 + GRACE_S:
                     break
             publisher.join()
+            cpu_used = sum(cpu_seconds(pid) for pid in system.pids) - cpu_before
             published_at, publish_s = done.get()
             received = list(clients.latencies)
             # Delivery rate over the publishing window, or longer when the server lagged behind it.
@@ -114,6 +118,8 @@ async def measure(
                     "delivered": len(received) / expected,
                     "p50": percentile_ms(received, 50),
                     "p99": percentile_ms(received, 99),
+                    # Server CPU per delivery: what one core could deliver, without saturating it.
+                    "cpu_us": cpu_used * 1e6 / max(1, len(received)),
                 }
             )
     finally:
@@ -122,11 +128,11 @@ async def measure(
 
 
 @contextlib.contextmanager
-def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[None]:
+def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[int]:
     process = spawn(args, env=child_env(REDIS_URL=redis_url))
     try:
         wait_ready(ready_url)
-        yield
+        yield process.pid
     finally:
         stop(process)
 
@@ -149,6 +155,7 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, list[dict[str, fl
             [(f"{stack.ws_url}/ws/user/{user}", user) for user in sockets],
             fleet.taskwire_join(tokens),
             fleet.taskwire_parse,
+            [stack.api_pid],
         )
         results[f"taskwire, {shape}"] = await measure(taskwire, stack.redis_url, users, per_user)
 
@@ -158,22 +165,23 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, list[dict[str, fl
             [*socketio_args, "--log-level", "warning"],
             stack.redis_url,
             f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling",
-        ):
+        ) as pid:
             url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
             system = System(
-                "python-socketio", [(url, user) for user in sockets], fleet.socketio_join, fleet.socketio_parse
+                "python-socketio", [(url, user) for user in sockets], fleet.socketio_join, fleet.socketio_parse, [pid]
             )
             results[f"python-socketio, {shape}"] = await measure(system, stack.redis_url, users, per_user)
 
         port = free_port()
         with _server(
             [sys.executable, "-m", "loadtests.bench.bare_ws", str(port)], stack.redis_url, f"tcp://127.0.0.1:{port}"
-        ):
+        ) as pid:
             system = System(
                 "bare",
                 [(f"ws://127.0.0.1:{port}/u/{user}", user) for user in sockets],
                 fleet.bare_join,
                 fleet.bare_parse,
+                [pid],
             )
             results[f"bare websockets, {shape}"] = await measure(system, stack.redis_url, users, per_user)
     return results

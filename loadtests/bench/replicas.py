@@ -39,7 +39,8 @@ async def run() -> list[dict[str, Any]]:
             tokens = {user: create_access_token(uuid.UUID(user), settings) for user in users}
             ws_urls = stack.ws_urls()
             sockets = [(f"{ws_urls[i % replicas]}/ws/user/{user}", user) for i, user in enumerate(users)]
-            system = fanout.System("taskwire", sockets, fleet.taskwire_join(tokens), fleet.taskwire_parse)
+            pids = [api.pid for api in stack.apis]
+            system = fanout.System("taskwire", sockets, fleet.taskwire_join(tokens), fleet.taskwire_parse, pids)
             (delivery,) = await fanout.measure(system, stack.redis_url, users, 1, rates=(FANOUT_RATE,))
 
             client = redis.Redis.from_url(stack.redis_url)

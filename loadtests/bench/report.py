@@ -99,15 +99,40 @@ def _fanout(results: dict[str, Any]) -> list[str]:
         "Taskwire publishes with its Lua script (XADD to history + PUBLISH), the baselines with a plain",
         "PUBLISH (python-socketio's RedisManager.emit, and a bare PUBLISH).",
         "",
-        "| server, users × sockets | offered/s | published/s | delivered/s | delivered | latency P50 ms | P99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "Server CPU per delivery is the server process's CPU time over the step divided by the",
+        "deliveries: 1,000,000 / it is what one core could deliver per second, a ceiling this machine's",
+        "load generators cannot reach. The ratios compare Taskwire's per-core ceiling with each baseline's.",
+        "",
+        "| server, users × sockets | offered/s | published/s | delivered/s | delivered | latency P50 ms | P99 ms | server CPU µs per delivery | deliveries/s per core |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
         for row in rows:
             lines.append(
                 f"| {name} | {row['offered']:.0f} | {row['published_per_s']:.0f} | {row['delivered_per_s']:.0f} | "
-                f"{row['delivered'] * 100:.1f} % | {row['p50']:.1f} | {row['p99']:.1f} |"
+                f"{row['delivered'] * 100:.1f} % | {row['p50']:.1f} | {row['p99']:.1f} | {row['cpu_us']:.0f} | "
+                f"{1e6 / row['cpu_us']:.0f} |"
             )
+    lines += ["", *_fanout_ratios(results)]
+    return lines
+
+
+def _fanout_ratios(results: dict[str, Any]) -> list[str]:
+    """Taskwire's per-core delivery ceiling against each baseline's, at 5,000 deliveries/s."""
+    lines = [
+        "| users × sockets | Taskwire ÷ python-socketio (target ≥ 2) | Taskwire ÷ bare websockets (target ≥ 0.8) |",
+        "|---|---|---|",
+    ]
+    for shape in sorted({name.split(", ", 1)[1] for name in results}):
+
+        def at_5000(server: str, shape: str = shape) -> float:
+            row = next(r for r in results[f"{server}, {shape}"] if r["offered"] == 5000)
+            return float(row["cpu_us"])
+
+        ours = at_5000("taskwire")
+        lines.append(
+            f"| {shape} | {at_5000('python-socketio') / ours:.2f}× | {at_5000('bare websockets') / ours:.2f}× |"
+        )
     return lines
 
 
