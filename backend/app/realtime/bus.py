@@ -108,6 +108,8 @@ class BusListener:
             self.last_canary_heard_at = time.monotonic()
             return
         participant_id = participant_from_channel(channel) if isinstance(channel, str) else None
+        if participant_id is not None and not self._manager.holds(participant_id):
+            return  # every replica hears every envelope; most are for sockets held elsewhere
         envelope_id = None
         if participant_id is not None and isinstance(data, str):
             try:

@@ -205,6 +205,10 @@ class ConnectionManager:
             if not conns:
                 del self._by_participant[connection.participant_id]
 
+    def holds(self, participant_id: str) -> bool:
+        """Whether this replica has any socket of the participant."""
+        return participant_id in self._by_participant
+
     def deliver(self, participant_id: str, envelope_id: str, text: str) -> int:
         """Queue one envelope on every socket of the participant; never waits. Returns sockets reached."""
         conns = self._by_participant.get(participant_id)
