@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format bench loadtest clean
+.PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ bench: install ## benchmarks against same-run baselines; results go to docs/perf
 
 loadtest: install ## Locust, headless, against a private stack (or HOST=url); USERS=10 DURATION=60s; reports in loadtests/reports/
 	$(BIN)/python -m loadtests.run_loadtest
+
+chaos: install ## fault injection under load, 3 runs of each scenario; table to docs/reliability.md
+	$(BIN)/python -m loadtests.chaos.run
+
+chaos-quick: install ## one run of each fault scenario (part of CI); fails when any misses the bar
+	$(BIN)/python -m loadtests.chaos.run --quick
 
 format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format backend tests alembic loadtests

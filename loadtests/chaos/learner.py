@@ -1,0 +1,97 @@
+"""A learner as the real web client behaves: sockets that reconnect and resume, steady submits.
+
+Each learner holds one socket per replica URL. A socket that closes reconnects after a short
+backoff, to its own replica first and the others when that fails, resuming from the newest
+envelope id it has (`last_id`), as frontend/js/ws-client.js does. Submits go to the replicas in
+turn; only a `202` counts as accepted.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from loadtests.chaos.ledger import Ledger, SocketRecord
+
+RECONNECT_DELAY_S = 0.3
+
+
+class Learner:
+    """One account with a resuming socket per replica and a submit loop."""
+
+    def __init__(self, ledger: Ledger, http_urls: list[str], ws_urls: list[str]):
+        self.ledger = ledger
+        self.http_urls = http_urls
+        self.ws_urls = ws_urls
+        self.participant_id = ""
+        self.token = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sockets: list[ClientConnection | None] = [None] * len(ws_urls)
+
+    async def register(self, http: httpx.AsyncClient) -> None:
+        body = {"username": f"chaos{uuid.uuid4().hex[:12]}", "password": "chaos-password-1"}
+        account = (await http.post(f"{self.http_urls[0]}/api/auth/register", json=body)).json()
+        self.participant_id, self.token = account["participant_id"], account["access_token"]
+
+    def start_sockets(self) -> None:
+        for index in range(len(self.ws_urls)):
+            record = self.ledger.socket(self.participant_id)
+            self._tasks.append(asyncio.create_task(self._keep_socket(index, record)))
+
+    async def _keep_socket(self, index: int, record: SocketRecord) -> None:
+        last_id: str | None = None
+        urls = itertools.cycle(self.ws_urls[index:] + self.ws_urls[:index])
+        while True:
+            url = next(urls)
+            try:
+                async with connect(f"{url}/ws/user/{self.participant_id}", max_queue=None, open_timeout=5) as ws:
+                    self._sockets[index] = ws
+                    auth: dict[str, Any] = {"type": "auth", "token": self.token}
+                    if last_id is not None:
+                        auth["last_id"] = last_id
+                    await ws.send(json.dumps(auth))
+                    urls = itertools.cycle(self.ws_urls[index:] + self.ws_urls[:index])  # reconnect here first
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        if frame["type"] == "ping":
+                            await ws.send('{"type":"pong"}')
+                        elif frame["type"] == "hello":
+                            last_id = last_id or frame["data"].get("head_id")
+                        elif frame.get("id"):
+                            self.ledger.receive(record, frame, time.monotonic())
+                            last_id = frame["id"]
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
+                pass
+            finally:
+                self._sockets[index] = None
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    def all_connected(self) -> bool:
+        return all(ws is not None for ws in self._sockets)
+
+    async def submit_every(self, http: httpx.AsyncClient, interval_s: float, until: float) -> None:
+        """Submit a chat every `interval_s` until `until` (monotonic); record the accepted ones."""
+        turn = itertools.count()
+        while time.monotonic() < until:
+            url = self.http_urls[next(turn) % len(self.http_urls)]
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.post(
+                    f"{url}/ai/chat2",
+                    json={"message": f"chaos {uuid.uuid4().hex[:6]}"},
+                    headers={"Authorization": f"Bearer {self.token}"},
+                )
+                if response.status_code == 202:
+                    self.ledger.accept(self.participant_id, response.json()["task_id"], time.monotonic())
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
