@@ -44,7 +44,7 @@ loadtest: install ## Locust, headless, against a private stack (or HOST=url); US
 chaos: install ## fault injection under load, 3 runs of each scenario; table to docs/reliability.md
 	$(BIN)/python -m loadtests.chaos.run
 
-chaos-quick: install ## one run of each fault scenario (part of CI); fails when any misses the bar
+chaos-quick: install ## one run of fault scenarios 1-5 (part of CI); fails when any misses the bar
 	$(BIN)/python -m loadtests.chaos.run --quick
 
 format: install ## apply ruff formatting and safe fixes

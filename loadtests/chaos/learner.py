@@ -73,6 +73,12 @@ class Learner:
                 self._sockets[index] = None
             await asyncio.sleep(RECONNECT_DELAY_S)
 
+    def drop_sockets(self) -> None:
+        """Cut every socket's TCP connection without a close handshake (a network drop)."""
+        for ws in self._sockets:
+            if ws is not None:
+                ws.transport.abort()
+
     def all_connected(self) -> bool:
         return all(ws is not None for ws in self._sockets)
 

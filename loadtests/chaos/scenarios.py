@@ -1,7 +1,7 @@
 """The faults, each injected once into a running ChaosStack under load.
 
 Each returns when the fault is over (the broken part restarted or replaced); the run measures
-recovery from the moment `inject` was called.
+recovery from the moment `inject` was called. The learners are passed for client-side faults.
 """
 
 import asyncio
@@ -10,31 +10,35 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import redis
+
+from loadtests.chaos.learner import Learner
 from loadtests.chaos.stack import ChaosStack
+from tests.support.client import Account, StalledClient
 
 REDIS_DOWN_S = 3.0
 
 
-async def kill_pool_process(stack: ChaosStack) -> None:
+async def kill_pool_process(stack: ChaosStack, _learners: list[Learner]) -> None:
     """1. SIGKILL one prefork pool process of a worker, mid-task; Celery replaces it."""
     children = stack.workers[0].children()
     assert children, "the worker has no pool processes to kill"
     os.kill(children[0], signal.SIGKILL)
 
 
-async def kill_whole_worker(stack: ChaosStack) -> None:
+async def kill_whole_worker(stack: ChaosStack, _learners: list[Learner]) -> None:
     """2. SIGKILL a whole worker (main process and pool); the other picks up, the supervisor restarts it."""
     stack.injected_exits += 1
     stack.workers[0].kill_whole()
 
 
-async def warm_shutdown_worker(stack: ChaosStack) -> None:
+async def warm_shutdown_worker(stack: ChaosStack, _learners: list[Learner]) -> None:
     """3. SIGTERM a worker: it finishes what it runs and exits; the supervisor starts it again."""
     stack.injected_exits += 1
     stack.workers[0].warm_stop()
 
 
-async def restart_redis(stack: ChaosStack) -> None:
+async def restart_redis(stack: ChaosStack, _learners: list[Learner]) -> None:
     """4. SIGKILL redis-server, start it again REDIS_DOWN_S later (same port, same data dir)."""
     assert stack.redis.process is not None
     stack.redis.process.send_signal(signal.SIGKILL)
@@ -43,21 +47,39 @@ async def restart_redis(stack: ChaosStack) -> None:
     await asyncio.to_thread(stack.redis.start)
 
 
-async def restart_api_replica(stack: ChaosStack) -> None:
+async def restart_api_replica(stack: ChaosStack, _learners: list[Learner]) -> None:
     """5. SIGTERM an API replica holding sockets (a rolling restart), then start it again."""
     api = stack.apis[0]
     await asyncio.to_thread(api.stop)
     await asyncio.to_thread(api.start_again)
 
 
+async def drop_connections(stack: ChaosStack, learners: list[Learner]) -> None:
+    """6. Drop TCP connections: Redis kills the replicas' pub/sub links, and every browser socket is cut."""
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        client.client_kill_filter(_type="pubsub")
+    finally:
+        client.close()
+    for learner in learners:
+        learner.drop_sockets()
+
+
+async def stall_a_consumer(stack: ChaosStack, learners: list[Learner]) -> None:
+    """7. A tab that stops reading: one more socket of the first learner never reads again."""
+    account = Account(learners[0].participant_id, learners[0].token)
+    stack.stalled.append(await asyncio.to_thread(StalledClient, stack.apis[0].ws_url, account))
+
+
 @dataclass(frozen=True)
 class Scenario:
     key: str
     title: str
-    inject: Callable[[ChaosStack], Awaitable[None]]
+    inject: Callable[[ChaosStack, list[Learner]], Awaitable[None]]
     persistent_redis: bool = False
     worker_pool: str = "threads"
     warm: bool = False  # no duplicate completion is acceptable at all
+    quick: bool = True  # part of `make chaos-quick` (CI)
 
 
 SCENARIOS = (
@@ -71,4 +93,8 @@ SCENARIOS = (
         "redis-restart-aof", "4b. Redis SIGKILL, restart after 3 s, appendonly", restart_redis, persistent_redis=True
     ),
     Scenario("api-restart", "5. SIGTERM an API replica with sockets on it", restart_api_replica),
+    Scenario(
+        "drop-connections", "6. pub/sub links killed in Redis, every client socket cut", drop_connections, quick=False
+    ),
+    Scenario("stalled-consumer", "7. a socket that stops reading", stall_a_consumer, quick=False),
 )

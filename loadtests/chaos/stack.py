@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.processes import child_env
+from tests.support.client import StalledClient
 from tests.support.stack import CLI, ApiServer, ManagedProcess, migrate
 from tests.support.waiting import wait_until
 
@@ -66,6 +67,7 @@ class ChaosStack:
         migrate(self.env)
         self.apis = [ApiServer(f"api-{i}", self.env, folder) for i in range(2)]
         self.workers = [ChaosWorker(f"worker-{i}", self.env, folder, pool=worker_pool) for i in range(2)]
+        self.stalled: list[StalledClient] = []  # sockets that stopped reading (scenario 7)
         self.restarts = 0  # workers the supervisor started again
         self.injected_exits = 0  # of those, exits the scenario caused on purpose
         self._closing = threading.Event()
@@ -85,6 +87,8 @@ class ChaosStack:
         return self.restarts - self.injected_exits
 
     def close(self) -> None:
+        for stalled in self.stalled:
+            stalled.close()
         self._closing.set()
         self._supervisor.join()
         for process in [*self.workers, *self.apis]:

@@ -106,6 +106,10 @@ class StalledClient:
             self._sock.close()
         return self._protocol.close_rcvd.code if self._protocol.close_rcvd else None
 
+    def close(self) -> None:
+        """Drop the connection without a close handshake, as a killed tab does."""
+        self._sock.close()
+
 
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
 
