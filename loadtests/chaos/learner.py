@@ -2,7 +2,8 @@
 
 Each learner holds one socket per replica URL. A socket that closes reconnects after a short
 backoff, to its own replica first and the others when that fails, resuming from the newest
-envelope id it has (`last_id`), as frontend/js/ws-client.js does. Submits go to the replicas in
+envelope id it has (`last_id`), as frontend/js/ws-client.js does; a `hello` with
+`recovered: false` makes it re-read its open tasks over HTTP. Submits go to the replicas in
 turn; only a `202` counts as accepted.
 """
 
@@ -64,6 +65,8 @@ class Learner:
                             await ws.send('{"type":"pong"}')
                         elif frame["type"] == "hello":
                             last_id = last_id or frame["data"].get("head_id")
+                            if frame["data"].get("recovered") is False:
+                                await self._resync(record)
                         elif frame.get("id"):
                             self.ledger.receive(record, frame, time.monotonic())
                             last_id = frame["id"]
@@ -72,6 +75,16 @@ class Learner:
             finally:
                 self._sockets[index] = None
             await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _resync(self, record: SocketRecord) -> None:
+        """History could not cover what this socket missed: re-read the open tasks over HTTP."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            for task_id in self.ledger.accepted[self.participant_id] - set(record.terminal):
+                with contextlib.suppress(httpx.HTTPError):
+                    url = f"{self.http_urls[0]}/api/tasks/{task_id}"
+                    response = await http.get(url, headers={"Authorization": f"Bearer {self.token}"})
+                    if response.json().get("state") in ("SUCCESS", "FAILURE", "CANCELLED"):
+                        self.ledger.resynced(record, task_id)
 
     def drop_sockets(self) -> None:
         """Cut every socket's TCP connection without a close handshake (a network drop)."""

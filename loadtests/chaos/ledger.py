@@ -4,8 +4,9 @@ Counted per run (issue 10):
 - lost: accepted, but not terminal in the database when the run settles;
 - duplicated: a task with more than one terminal envelope (distinct ids) reaching a socket, or
   more than one in the user's history (completed twice);
-- unnotified: terminal in the database, but some socket open at the end never received its
-  terminal envelope, even after reconnecting and resuming;
+- unnotified: terminal in the database, but some socket never received its terminal envelope,
+  nor learned it from a resync (the client re-reading its open tasks over HTTP when a `hello`
+  says history could not cover what it missed, as SPEC §5 prescribes);
 - unexpected: envelopes for tasks the user never submitted.
 """
 
@@ -30,6 +31,7 @@ class SocketRecord:
     ids: set[str] = field(default_factory=set)
     terminal: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # task -> envelope ids
     task_ids: set[str] = field(default_factory=set)
+    resynced: set[str] = field(default_factory=set)  # terminal states learned over HTTP instead
 
 
 @dataclass
@@ -64,6 +66,10 @@ class Ledger:
             record.terminal[task_id].add(envelope["id"])
             self.first_terminal_at.setdefault(task_id, at)
 
+    def resynced(self, record: SocketRecord, task_id: str) -> None:
+        """The socket's client read this task's terminal state over HTTP (after `recovered: false`)."""
+        record.resynced.add(task_id)
+
     def counts(self, statuses: dict[str, dict[str, Any]], terminal_in_history: dict[str, int]) -> dict[str, int]:
         """The run's outcome; `statuses` from `GET /api/tasks/{id}`, history counts from Redis."""
         terminal_states = {"SUCCESS", "FAILURE", "CANCELLED"}
@@ -76,7 +82,8 @@ class Ledger:
             for record in records:
                 duplicated |= {t for t, ids in record.terminal.items() if len(ids) > 1}
                 unexpected += len(record.task_ids - self.accepted[user])
-                unnotified |= {t for t in self.accepted[user] - lost if t not in record.terminal}
+                told = set(record.terminal) | record.resynced
+                unnotified |= {t for t in self.accepted[user] - lost if t not in told}
         return {
             "accepted": len(all_tasks),
             "completed": sum(1 for t in all_tasks if statuses.get(t, {}).get("state") == "SUCCESS"),
@@ -85,4 +92,5 @@ class Ledger:
             "duplicated": len(duplicated),
             "unnotified": len(unnotified),
             "unexpected": unexpected,
+            "resynced": sum(len(r.resynced - set(r.terminal)) for rs in self.sockets.values() for r in rs),
         }

@@ -120,8 +120,8 @@ def passes(scenario: Scenario, counts: dict[str, Any]) -> bool:
 
 def table(results: dict[Scenario, list[dict[str, Any]]]) -> str:
     lines = [
-        "| scenario | runs | accepted | completed | failed | lost | duplicated | unnotified | unexpected | other worker crashes | recovery s (median, max) | bar |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | runs | accepted | completed | failed | lost | duplicated | unnotified | learned by resync | unexpected | other worker crashes | recovery s (median, max) | bar |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, runs in results.items():
         total = {
@@ -142,7 +142,7 @@ def table(results: dict[Scenario, list[dict[str, Any]]]) -> str:
         verdict = "pass" if all(passes(scenario, r) for r in runs) else "**FAIL**"
         lines.append(
             f"| {scenario.title} | {len(runs)} | {total['accepted']} | {total['completed']} | {total['failed']} | "
-            f"{total['lost']} | {total['duplicated']} | {total['unnotified']} | {total['unexpected']} | "
+            f"{total['lost']} | {total['duplicated']} | {total['unnotified']} | {total['resynced']} | {total['unexpected']} | "
             f"{total['worker_crashes']} | {recovery} | {verdict} |"
         )
     return "\n".join(lines)
@@ -193,8 +193,12 @@ def report(text: str) -> str:
             "- **lost**: accepted, not terminal in the database when the run settles.",
             "- **duplicated**: a task with more than one terminal envelope (distinct ids) on a socket, or",
             "  more than one in the user's history: completed twice.",
-            "- **unnotified**: terminal in the database, but a socket open at the end never received its",
-            "  terminal envelope, even after reconnecting with its last id.",
+            "- **unnotified**: terminal in the database, but a socket never received its terminal envelope",
+            "  (live, or replayed after reconnecting with its last id) nor learned it from a resync.",
+            "- **learned by resync**: terminal states a socket's client read over HTTP because a `hello`",
+            "  said history could not cover what it missed (`recovered: false`), as the web client does.",
+            "  Only a Redis restart without persistence causes it: the histories are gone with it, and",
+            "  an envelope published just before the crash may never have reached the replicas.",
             "- **unexpected**: envelopes for tasks the user never submitted.",
             "- **other worker crashes**: workers that exited on their own during the run and were",
             "  restarted by the supervisor. Redis restarts cause them: Celery's Redis transport",

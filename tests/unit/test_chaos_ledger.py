@@ -30,6 +30,7 @@ def test_a_clean_run_counts_nothing_wrong() -> None:
         "duplicated": 0,
         "unnotified": 0,
         "unexpected": 0,
+        "resynced": 0,
     }
 
 
@@ -58,6 +59,16 @@ def test_each_kind_of_failure_is_counted() -> None:
     assert counts["duplicated"] == 2  # "twice" on the sockets, "history-twice" in the history
     assert counts["unnotified"] == 1  # "quiet"; a lost task is counted as lost only
     assert counts["unexpected"] == 2  # one per socket
+
+
+def test_a_resync_over_http_counts_as_notified() -> None:
+    ledger = Ledger()
+    tab = ledger.socket("u")
+    ledger.accept("u", "t1", 0.0)
+    statuses = {"t1": {"state": "SUCCESS"}}
+    assert ledger.counts(statuses, {"t1": 1})["unnotified"] == 1
+    ledger.resynced(tab, "t1")  # the client re-read the task after `hello.recovered = false`
+    assert ledger.counts(statuses, {"t1": 1})["unnotified"] == 0
 
 
 def test_the_first_terminal_arrival_is_kept_for_recovery_times() -> None:
