@@ -36,6 +36,7 @@ LOAD_S = 12.0
 SETTLE_TIMEOUT_S = 90.0
 RUNS = 3
 OUT = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+RAW = Path(__file__).resolve().parents[1] / "reports" / "chaos-results.json"  # per run, git-ignored
 
 
 async def _statuses(http: httpx.AsyncClient, url: str, learners: list[Learner]) -> dict[str, dict[str, Any]]:
@@ -133,6 +134,7 @@ def table(results: dict[Scenario, list[dict[str, Any]]]) -> str:
                 "lost",
                 "duplicated",
                 "unnotified",
+                "resynced",
                 "unexpected",
                 "worker_crashes",
             )
@@ -159,6 +161,8 @@ async def main(quick: bool) -> int:
             counts = await run_once(scenario)
             print(f"{scenario.key} run {i + 1}: {counts}", file=sys.stderr, flush=True)
             results[scenario].append(counts)
+            RAW.parent.mkdir(exist_ok=True)
+            RAW.write_text(json.dumps({s.key: runs for s, runs in results.items()}, indent=1))
     text = table(results)
     print(text)
     if not quick:
