@@ -14,9 +14,7 @@ from pathlib import Path
 
 import redis
 
-from app.core.config import Settings
 from app.core.processes import child_env, free_port, spawn, stop
-from app.core.security import create_access_token
 from loadtests.bench import fleet
 from loadtests.bench.stack import bench_stack, wait_ready
 
@@ -74,10 +72,8 @@ async def taskwire(*, deflate: bool) -> list[dict[str, float]]:
     """Taskwire's API replica holding up to the last step's sockets (one per user)."""
     secret = "benchmark-secret"
     with bench_stack(workers=0, JWT_SECRET=secret, WS_PER_MESSAGE_DEFLATE=str(deflate).lower()) as stack:
-        settings = Settings(jwt_secret=secret)
-        users = [str(uuid.uuid4()) for _ in range(STEPS[-1])]
-        tokens = {user: create_access_token(uuid.UUID(user), settings) for user in users}
-        sockets = [(f"{stack.ws_url}/ws/user/{user}", user) for user in users]
+        tokens = fleet.mint_tokens(secret, STEPS[-1])
+        sockets = [(f"{stack.ws_url}/ws/user/{user}", user) for user in tokens]
         return await _steps(
             stack.api_pid, stack.redis_url, sockets, fleet.taskwire_join(tokens), fleet.taskwire_parse, deflate=deflate
         )

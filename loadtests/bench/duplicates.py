@@ -11,7 +11,6 @@ redelivery of a running task is one more completion.
 """
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -21,8 +20,9 @@ from typing import Any
 import httpx
 import redis
 
-from app.realtime.envelopes import history_key
+from loadtests.bench.latency import new_account
 from loadtests.bench.stack import bench_stack
+from tests.support.inspect import history_of
 
 TASKS = 100
 KILL_EVERY_S = 4.0
@@ -30,13 +30,7 @@ KILL_EVERY_S = 4.0
 
 def _terminal_per_task(redis_url: str, participant_id: str) -> Counter[str]:
     """How many chat_result envelopes each task has in the user's history."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        entries = client.xrange(history_key(participant_id))
-    finally:
-        client.close()
-    envelopes = [json.loads(fields["e"]) for _id, fields in entries]
-    return Counter(e["task_id"] for e in envelopes if e["type"] == "chat_result")
+    return Counter(e["task_id"] for e in history_of(redis_url, participant_id) if e["type"] == "chat_result")
 
 
 async def run() -> dict[str, Any]:
@@ -53,8 +47,7 @@ async def run() -> dict[str, Any]:
     }
     with bench_stack(workers=2, **settings) as stack:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
-            body = {"username": f"dup{os.getpid()}{int(time.time())}", "password": "benchmark-password"}
-            account = (await http.post("/api/auth/register", json=body)).json()
+            account = await new_account(http)
             headers = {"Authorization": f"Bearer {account['access_token']}"}
             task_ids = []
             for i in range(TASKS):

@@ -12,15 +12,12 @@ import json
 import multiprocessing
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
 
-from app.core.config import Settings
 from app.core.processes import child_env, free_port, spawn, stop
-from app.core.security import create_access_token
 from app.realtime.envelopes import EnvelopeType
 from app.realtime.publisher import EnvelopePublisher
 from loadtests.bench import fleet
@@ -137,18 +134,13 @@ def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[int]:
         stop(process)
 
 
-def _users(count: int) -> list[str]:
-    return [str(uuid.uuid4()) for _ in range(count)]
-
-
 async def run(stack: BenchStack, jwt_secret: str) -> dict[str, list[dict[str, float]]]:
     """Every shape on every system; rows keyed by "system, users x sockets"."""
-    settings = Settings(jwt_secret=jwt_secret)
     results: dict[str, list[dict[str, float]]] = {}
     for user_count, per_user in SHAPES:
-        users = _users(user_count)
+        tokens = fleet.mint_tokens(jwt_secret, user_count)
+        users = list(tokens)
         shape = f"{user_count} x {per_user}"
-        tokens = {user: create_access_token(uuid.UUID(user), settings) for user in users}
         sockets = [user for user in users for _ in range(per_user)]
         taskwire = System(
             "taskwire",

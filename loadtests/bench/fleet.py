@@ -8,11 +8,15 @@ message is framed, so the same client code measures all of them.
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+
+from app.core.config import Settings
+from app.core.security import create_access_token
 
 Join = Callable[[ClientConnection, str], Awaitable[None]]
 Parse = Callable[[ClientConnection, str], Awaitable[float | None]]  # the message's `t`, or None
@@ -64,6 +68,12 @@ async def _read(ws: ClientConnection, parse: Parse, fleet: Fleet) -> None:
         if sent is not None:
             fleet.last_arrival = time.time()
             fleet.latencies.append(fleet.last_arrival - sent)
+
+
+def mint_tokens(jwt_secret: str, count: int) -> dict[str, str]:
+    """`count` made-up participant ids with valid tokens: sockets need no account in the database."""
+    settings = Settings(jwt_secret=jwt_secret)
+    return {str(user): create_access_token(user, settings) for user in (uuid.uuid4() for _ in range(count))}
 
 
 # Taskwire: first-frame auth, then envelopes; the app-level ping is answered.

@@ -6,13 +6,10 @@ envelope from its pattern subscription and drops those for users it holds no soc
 this also shows what that costs. Redis connections are counted for the whole set.
 """
 
-import uuid
 from typing import Any
 
 import redis
 
-from app.core.config import Settings
-from app.core.security import create_access_token
 from loadtests.bench import fanout, fleet, submit
 from loadtests.bench.capacity import rss_kib
 from loadtests.bench.stack import bench_stack
@@ -34,9 +31,8 @@ async def run() -> list[dict[str, Any]]:
             result = await submit.throughput(target, duration_s=5)
             cpu_ms = (sum(submit.cpu_seconds(api.pid) for api in stack.apis) - before) * 1000 / result["requests"]
 
-            settings = Settings(jwt_secret=stack.env["JWT_SECRET"])
-            users = [str(uuid.uuid4()) for _ in range(SOCKETS)]
-            tokens = {user: create_access_token(uuid.UUID(user), settings) for user in users}
+            tokens = fleet.mint_tokens(stack.env["JWT_SECRET"], SOCKETS)
+            users = list(tokens)
             ws_urls = stack.ws_urls()
             sockets = [(f"{ws_urls[i % replicas]}/ws/user/{user}", user) for i, user in enumerate(users)]
             pids = [api.pid for api in stack.apis]

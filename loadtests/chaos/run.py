@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from app.realtime.envelopes import history_key
 from loadtests.bench.report import machine
 from loadtests.chaos.learner import Learner
 from loadtests.chaos.ledger import Ledger, is_terminal
 from loadtests.chaos.scenarios import SCENARIOS, Scenario
 from loadtests.chaos.stack import ChaosStack
+from tests.support.inspect import history_of
 from tests.support.waiting import wait_until
 
 LEARNERS = 3
@@ -49,17 +48,9 @@ async def _statuses(http: httpx.AsyncClient, url: str, learners: list[Learner]) 
 
 
 def _terminal_in_history(redis_url: str, learners: list[Learner]) -> dict[str, int]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        counts: Counter[str] = Counter()
-        for learner in learners:
-            for _id, fields in client.xrange(history_key(learner.participant_id)):
-                envelope = json.loads(fields["e"])
-                if is_terminal(envelope):
-                    counts[envelope["task_id"]] += 1
-        return dict(counts)
-    finally:
-        client.close()
+    """Terminal envelopes per task in the learners' histories (more than one: completed twice)."""
+    envelopes = [e for learner in learners for e in history_of(redis_url, learner.participant_id)]
+    return dict(Counter(e["task_id"] for e in envelopes if is_terminal(e)))
 
 
 async def run_once(scenario: Scenario) -> dict[str, Any]:
