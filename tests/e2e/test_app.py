@@ -90,10 +90,12 @@ async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     await screenshot(page, "2-dashboard")
     await page.get_by_role("link", name=exercise.title).click()
     await expect(page.get_by_role("heading", name=exercise.title)).to_be_visible()
-    # Record every value the progress bar takes.
+    # Record every value the page gives the progress bar, even two set within one animation frame.
     await page.evaluate(
         """() => { window.progressSeen = []; const bar = document.getElementById('progress');
-        const tick = () => { window.progressSeen.push(bar.value); requestAnimationFrame(tick); }; tick(); }"""
+        const original = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, 'value');
+        Object.defineProperty(bar, 'value', { get() { return original.get.call(this); },
+          set(v) { original.set.call(this, v); window.progressSeen.push(Number(v)); } }); }"""
     )
     await page.get_by_role("button", name="Submit for grading").click()
     await expect(page.locator("#result-message")).to_have_text(
