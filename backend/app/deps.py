@@ -5,7 +5,7 @@ a worker thread, a hop that cost about a tenth of a submit's time.
 """
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -17,8 +17,10 @@ from app.core.config import Settings
 from app.core.errors import NotAuthenticated
 from app.core.rate_limit import RateLimiter
 from app.core.security import InvalidToken, decode_access_token
+from app.models import TaskKind
 from app.realtime.publisher import AsyncEnvelopePublisher
-from app.tasks.dispatch import TaskDispatcher, queue_unavailable
+from app.tasks.admission import SubmitAdmission
+from app.tasks.dispatch import TaskDispatcher
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -70,12 +72,13 @@ async def _current_participant(
 CurrentParticipant = Annotated[uuid.UUID, Depends(_current_participant)]
 
 
-async def _limit_submits(request: Request, participant_id: CurrentParticipant, settings: SettingsDep) -> uuid.UUID:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    # The count lives in the broker's Redis: if that does not answer, the submit could not be
-    # enqueued either, so it is refused (503) before anything is written.
-    await limiter.check("submit", str(participant_id), settings.submit_rate_limit, unavailable=queue_unavailable())
-    return participant_id
+def _admit_submits(kind: str) -> Callable[..., Awaitable[uuid.UUID]]:
+    async def admit(request: Request, participant_id: CurrentParticipant) -> uuid.UUID:
+        admission: SubmitAdmission = request.app.state.admission
+        await admission.admit(str(participant_id), kind)
+        return participant_id
+
+    return admit
 
 
 async def _limit_auth(request: Request, settings: SettingsDep) -> None:
@@ -84,7 +87,8 @@ async def _limit_auth(request: Request, settings: SettingsDep) -> None:
     await limiter.check("auth", client_ip, settings.auth_rate_limit)
 
 
-# The caller of a submit endpoint, counted against SUBMIT_RATE_LIMIT.
-SubmittingParticipant = Annotated[uuid.UUID, Depends(_limit_submits)]
+# The caller of a submit endpoint, admitted by SUBMIT_RATE_LIMIT and its queue's QUEUE_MAX_BACKLOG.
+ChatSubmitter = Annotated[uuid.UUID, Depends(_admit_submits(TaskKind.CHAT))]
+SubmissionSubmitter = Annotated[uuid.UUID, Depends(_admit_submits(TaskKind.SUBMISSION))]
 # Register and login count against AUTH_RATE_LIMIT per client IP.
 AuthRateLimit = Depends(_limit_auth)

@@ -33,6 +33,7 @@ from app.realtime.envelopes import CloseCode
 from app.realtime.manager import ConnectionManager
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.submissions.endpoints import router as submissions_router
+from app.tasks.admission import SubmitAdmission
 from app.tasks.dispatch import TaskDispatcher
 from app.tasks.endpoints import router as tasks_router
 from app.worker.celery_app import celery_app, configure_celery
@@ -94,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.redis, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
         )
         state.rate_limiter = RateLimiter(state.redis)
+        state.admission = SubmitAdmission(
+            state.redis, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
+        )
         state.manager = ConnectionManager(
             state.redis, history_maxlen=settings.history_maxlen, max_sockets_per_user=settings.ws_max_sockets_per_user
         )

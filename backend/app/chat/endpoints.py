@@ -6,7 +6,7 @@ from app.chat import service
 from app.chat.schemas import ChatHistoryPage, ChatRequest
 from app.core.errors import Conflict, NotAuthenticated, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, SubmittingParticipant
+from app.deps import ChatSubmitter, CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep
 from app.tasks.schemas import TaskAccepted
 
 router = APIRouter(tags=["chat"])
@@ -20,7 +20,7 @@ router = APIRouter(tags=["chat"])
 )
 async def submit_chat(
     request: ChatRequest,
-    participant_id: SubmittingParticipant,
+    participant_id: ChatSubmitter,
     session: SessionDep,
     dispatcher: DispatcherDep,
     response: Response,

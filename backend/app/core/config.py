@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # "requests/seconds", counted in Redis across replicas.
     submit_rate_limit: str = Field(default="30/60", pattern=r"^\d+/\d+$")
+    # Submits are refused (503 overloaded) while their queue holds this many tasks no worker
+    # has taken yet; 0 never refuses. About the workers' throughput × the longest wait to allow.
+    queue_max_backlog: int = Field(default=200, ge=0)
     auth_rate_limit: str = Field(default="20/60", pattern=r"^\d+/\d+$")
     ws_max_sockets_per_user: int = Field(default=20, gt=0)
 

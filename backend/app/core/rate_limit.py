@@ -42,19 +42,16 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis):
         self._hit = client.register_script(_HIT)
 
-    async def check(self, scope: str, identity: str, spec: str, *, unavailable: AppError | None = None) -> None:
+    async def check(self, scope: str, identity: str, spec: str) -> None:
         """Count one request of `identity` in `scope`; 429 once over `spec`.
 
-        When Redis does not answer within half a second the request is allowed (fail open),
-        unless `unavailable` is given: then that error is raised instead.
+        When Redis does not answer within half a second the request is allowed (fail open).
         """
         limit, window_s = parse_limit(spec)
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 count, ttl_ms = await self._hit(keys=[f"ratelimit:{scope}:{identity}"], args=[window_s * 1000])
         except (RedisError, TimeoutError):
-            if unavailable is not None:
-                raise unavailable from None
             logger.warning("rate limiter unavailable; allowing the request", extra={"scope": scope})
             return
         if int(count) > limit:

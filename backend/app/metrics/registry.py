@@ -31,6 +31,12 @@ http_latency = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=registry,
 )
+submits_shed = Counter(
+    "taskwire_submits_shed_total",
+    "Submits refused with 503 overloaded because their queue held QUEUE_MAX_BACKLOG tasks",
+    ["kind"],
+    registry=registry,
+)
 tasks_by_state = Gauge(
     "taskwire_tasks", "Tasks in the database by kind and state", ["kind", "state"], registry=registry
 )

@@ -2,7 +2,7 @@ from fastapi import APIRouter, Response, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, SubmittingParticipant
+from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, SubmissionSubmitter
 from app.submissions import service
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
 from app.tasks.schemas import TaskAccepted
@@ -18,7 +18,7 @@ router = APIRouter(tags=["submissions"])
 )
 async def submit_code(
     request: SubmissionRequest,
-    participant_id: SubmittingParticipant,
+    participant_id: SubmissionSubmitter,
     session: SessionDep,
     dispatcher: DispatcherDep,
     response: Response,

@@ -59,9 +59,9 @@ async def accept(
     """Accept a submission once: store it, commit, then enqueue; returns the task id.
 
     The same `Idempotency-Key` (per user, 24 h) with the same body returns the first task and
-    enqueues nothing; with another body it is a 409. Callers come through the submit rate limit
-    (`SubmittingParticipant`), which has just reached the broker's Redis or refused with a 503,
-    so nothing is written while the broker is down.
+    enqueues nothing; with another body it is a 409. Callers come through `SubmitAdmission`
+    (deps.py), which has just reached the broker's Redis or refused with a 503, so nothing is
+    written while the broker is down or the queue is full.
     """
     fingerprint = request_fingerprint(kind, payload)
 
