@@ -1,34 +1,24 @@
 """Identity over HTTP and WebSocket (SPEC §2), and the error shape of bad requests (SPEC §3)."""
 
-import base64
 import json
 import uuid
-from datetime import timedelta
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.core.config import Settings
-from app.core.security import create_access_token
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.client import Account, open_socket, register
 from tests.support.inspect import tasks_of
 from tests.support.stack import ApiServer, Worker
+from tests.support.tokens import expired_token, tampered_token, unsigned_token
 from tests.support.waiting import wait_until
 
 
 def _expired_token(participant_id: str) -> str:
-    settings = Settings(jwt_secret=TEST_JWT_SECRET)
-    return create_access_token(uuid.UUID(participant_id), settings, expires_in=timedelta(minutes=-1))
-
-
-def _unsigned_token(participant_id: str) -> str:
-    def part(obj: dict[str, object]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'sub': participant_id, 'exp': 4102444800})}."
+    return expired_token(participant_id, TEST_JWT_SECRET)
 
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -70,15 +60,16 @@ async def test_wrong_password_and_unknown_user_are_the_same_401(http: httpx.Asyn
     assert wrong.json() == unknown.json()
 
 
-async def test_http_rejects_missing_bad_expired_and_unsigned_tokens(http: httpx.AsyncClient) -> None:
-    account = await register(http)
+async def test_http_rejects_missing_bad_expired_tampered_and_unsigned_tokens(http: httpx.AsyncClient) -> None:
+    account, victim = await register(http), await register(http)
     chat = {"message": "hi"}
     _assert_error(await http.post("/ai/chat2", json=chat), 401, "not_authenticated")
-    for token in ("not-a-jwt", account.token + "x", _expired_token(account.participant_id)):
+    tampered = tampered_token(account.token, victim.participant_id)
+    for token in ("not-a-jwt", account.token + "x", _expired_token(account.participant_id), tampered):
         response = await http.post("/ai/chat2", json=chat, headers={"Authorization": f"Bearer {token}"})
         _assert_error(response, 401, "invalid_token")
     unsigned = await http.get(
-        "/api/tasks/" + str(uuid.uuid4()), headers=Account("", _unsigned_token(account.participant_id)).headers
+        "/api/tasks/" + str(uuid.uuid4()), headers=Account("", unsigned_token(account.participant_id)).headers
     )
     _assert_error(unsigned, 401, "invalid_token")
 
@@ -88,7 +79,7 @@ async def test_websocket_rejects_bad_tokens_with_4401(api: ApiServer, http: http
     path = f"{api.ws_url}/ws/user/{account.participant_id}"
     assert await _close_code(f"{path}?token=garbage") == 4401
     assert await _close_code(f"{path}?token={_expired_token(account.participant_id)}") == 4401
-    assert await _close_code(f"{path}?token={_unsigned_token(account.participant_id)}") == 4401
+    assert await _close_code(f"{path}?token={unsigned_token(account.participant_id)}") == 4401
     assert await _close_code(path, {"type": "auth", "token": _expired_token(account.participant_id)}) == 4401
     assert await _close_code(path, {"type": "hello"}) == 4401
     # No auth frame at all: closed once WS_AUTH_TIMEOUT_S (1 s in these tests) passes.
@@ -135,6 +126,13 @@ async def test_bad_input_gets_a_coded_error_and_enqueues_nothing(
     _assert_error(await http.post("/ai/chat2", json=over_field_cap, headers=headers), 422, "validation_error")
     over_body_limit = {"message": "x", "code_context": {"html": "a" * 2_000_000}}
     _assert_error(await http.post("/ai/chat2", json=over_body_limit, headers=headers), 413, "body_too_large")
+    oversized = json.dumps(over_body_limit).encode()
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: the limit counts the chunks
+        for start in range(0, len(oversized), 65536):
+            yield oversized[start : start + 65536]
+
+    _assert_error(await http.post("/ai/chat2", content=streamed(), headers=headers), 413, "body_too_large")
     _assert_error(
         await http.post("/api/auth/register", json={"username": "x", "password": "short"}), 422, "validation_error"
     )

@@ -51,36 +51,42 @@ class BodySizeLimitMiddleware:
             return
         received = 0
         response_started = False
+        rejected = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Over the limit, answer 413 here and tell the app the client left: raising instead
+            # would reach FastAPI's body parsing, which turns any error into a 400.
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
+                if received > self.max_bytes and not response_started:
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if rejected:
+                return  # the 413 is the answer; the app's own is dropped
             response_started = response_started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await self._reject(send)
+        except Exception:
+            if not rejected:
+                raise
+            # The app failed on the body it was cut off from (a client disconnect): expected.
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(error_body("body_too_large", f"request body is over {self.max_bytes} bytes")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 # A page is the learner's own code only inside the sandboxed preview iframe (srcdoc, no network);
