@@ -10,7 +10,7 @@ Counted per run (issue 10):
 - unexpected: envelopes for tasks the user never submitted.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,9 @@ class Ledger:
     accepted_at: dict[str, float] = field(default_factory=dict)
     sockets: dict[str, list[SocketRecord]] = field(default_factory=lambda: defaultdict(list))
     first_terminal_at: dict[str, float] = field(default_factory=dict)
+    newest_task: dict[str, str] = field(default_factory=dict)  # user -> the last task accepted
+    refused: Counter[str] = field(default_factory=Counter)  # "503 overloaded", "ConnectError", ...
+    latencies: list[tuple[str, float, float]] = field(default_factory=list)  # (request, sent at, seconds)
 
     def socket(self, user: str) -> SocketRecord:
         """A new socket record for `user` (one per socket, kept across its reconnects)."""
@@ -52,6 +55,11 @@ class Ledger:
     def accept(self, user: str, task_id: str, at: float) -> None:
         self.accepted[user].add(task_id)
         self.accepted_at[task_id] = at
+        self.newest_task[user] = task_id
+
+    def refuse(self, reason: str) -> None:
+        """A submit that was not accepted, by status and error code (or the client's exception)."""
+        self.refused[reason] += 1
 
     def receive(self, record: SocketRecord, envelope: dict[str, Any], at: float) -> None:
         """Record one envelope on a socket; a repeated id (a replayed one) counts once."""

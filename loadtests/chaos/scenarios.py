@@ -9,10 +9,15 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import redis
 
+from loadtests.chaos import overload
+from loadtests.chaos.bad_input import run_bad_input
 from loadtests.chaos.learner import Learner
+from loadtests.chaos.ledger import Ledger
 from loadtests.chaos.stack import ChaosStack
 from tests.support.client import Account, StalledClient
 
@@ -66,7 +71,7 @@ async def drop_connections(stack: ChaosStack, learners: list[Learner]) -> None:
 
 
 async def stall_a_consumer(stack: ChaosStack, learners: list[Learner]) -> None:
-    """7. A tab that stops reading: one more socket of the first learner never reads again."""
+    """7. A tab that stops reading: one more socket of the first learner never reads again (1 % of them)."""
     account = Account(learners[0].participant_id, learners[0].token)
     stack.stalled.append(await asyncio.to_thread(StalledClient, stack.apis[0].ws_url, account))
 
@@ -75,11 +80,15 @@ async def stall_a_consumer(stack: ChaosStack, learners: list[Learner]) -> None:
 class Scenario:
     key: str
     title: str
-    inject: Callable[[ChaosStack, list[Learner]], Awaitable[None]]
+    inject: Callable[[ChaosStack, list[Learner]], Awaitable[None]] | None  # None: the scenario has its own run
     persistent_redis: bool = False
     worker_pool: str = "threads"
-    warm: bool = False  # no duplicate completion is acceptable at all
+    no_fault: bool = False  # nothing breaks a task: no duplicate completion is acceptable at all
     quick: bool = True  # part of `make chaos-quick` (CI)
+    sockets_per_replica: int = 1  # per learner
+    settings: tuple[tuple[str, str], ...] = ()  # the stack's settings that differ for this scenario
+    # A run of its own instead of steady load and `inject`: (stack, http client, ledger) -> counts.
+    run: Callable[[ChaosStack, httpx.AsyncClient, Ledger], Awaitable[dict[str, Any]]] | None = None
 
 
 SCENARIOS = (
@@ -87,7 +96,7 @@ SCENARIOS = (
         "kill-pool-process", "1. SIGKILL one pool process mid-task (prefork)", kill_pool_process, worker_pool="prefork"
     ),
     Scenario("kill-worker", "2. SIGKILL a whole worker", kill_whole_worker),
-    Scenario("warm-shutdown", "3. SIGTERM a worker (warm shutdown)", warm_shutdown_worker, warm=True),
+    Scenario("warm-shutdown", "3. SIGTERM a worker (warm shutdown)", warm_shutdown_worker, no_fault=True),
     Scenario("redis-restart", "4a. Redis SIGKILL, restart after 3 s, no persistence", restart_redis),
     Scenario(
         "redis-restart-aof", "4b. Redis SIGKILL, restart after 3 s, appendonly", restart_redis, persistent_redis=True
@@ -96,5 +105,21 @@ SCENARIOS = (
     Scenario(
         "drop-connections", "6. pub/sub links killed in Redis, every client socket cut", drop_connections, quick=False
     ),
-    Scenario("stalled-consumer", "7. a socket that stops reading", stall_a_consumer, quick=False),
+    Scenario(
+        "stalled-consumer",
+        "7. 1 socket in 97 stops reading",
+        stall_a_consumer,
+        quick=False,
+        sockets_per_replica=16,  # 3 learners × 2 replicas × 16 live sockets, and the stalled one
+    ),
+    Scenario(
+        "overload",
+        "8. twice the measured capacity for 60 s",
+        None,
+        quick=False,
+        no_fault=True,
+        settings=(("QUEUE_MAX_BACKLOG", str(overload.MAX_BACKLOG)),),
+        run=overload.run_overload,
+    ),
+    Scenario("bad-input", "9. bad input mixed into good traffic", None, quick=False, no_fault=True, run=run_bad_input),
 )

@@ -58,12 +58,13 @@ class ChaosWorker(ManagedProcess):
 class ChaosStack:
     """Everything a run needs, in a temporary folder; `close()` stops it all."""
 
-    def __init__(self, *, persistent_redis: bool = False, worker_pool: str = "threads"):
+    def __init__(self, *, persistent_redis: bool = False, worker_pool: str = "threads", **overrides: str):
         self._folder = tempfile.TemporaryDirectory(prefix="taskwire-chaos-")
         folder = Path(self._folder.name)
         self.log_dir = folder
         self.redis = EmbeddedRedis(folder / "redis", persistent=persistent_redis).start()
-        self.env = child_env(DATABASE_URL=f"sqlite:///{folder}/chaos.db", REDIS_URL=self.redis.url, **SETTINGS)
+        self.database_url = f"sqlite:///{folder}/chaos.db"
+        self.env = child_env(DATABASE_URL=self.database_url, REDIS_URL=self.redis.url, **{**SETTINGS, **overrides})
         migrate(self.env)
         self.apis = [ApiServer(f"api-{i}", self.env, folder) for i in range(2)]
         self.workers = [ChaosWorker(f"worker-{i}", self.env, folder, pool=worker_pool) for i in range(2)]

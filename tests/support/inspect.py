@@ -23,6 +23,16 @@ def tasks_of(database_url: str, participant_id: str) -> list[Task]:
         engine.dispose()
 
 
+def all_task_ids(database_url: str) -> set[str]:
+    """The id of every task row, whoever it belongs to."""
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return {str(task_id) for task_id in connection.scalars(select(Task.task_id))}
+    finally:
+        engine.dispose()
+
+
 def queued_messages(redis_url: str, queue: str = "chat") -> list[str]:
     """The task ids of the Celery messages waiting in a queue."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)

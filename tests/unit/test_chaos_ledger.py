@@ -3,6 +3,8 @@
 from typing import Any
 
 from loadtests.chaos.ledger import Ledger
+from loadtests.chaos.report import passes
+from loadtests.chaos.scenarios import SCENARIOS
 
 
 def _result(envelope_id: str, task_id: str) -> dict[str, Any]:
@@ -78,3 +80,12 @@ def test_the_first_terminal_arrival_is_kept_for_recovery_times() -> None:
     ledger.receive(tab, _result("1-0", "t1"), 6.5)
     ledger.receive(ledger.socket("u"), _result("1-0", "t1"), 7.0)
     assert ledger.first_terminal_at == {"t1": 6.5}
+
+
+def test_a_run_fails_the_bar_on_a_check_of_its_own_or_a_duplicate_without_a_fault() -> None:
+    by_key = {scenario.key: scenario for scenario in SCENARIOS}
+    clean = {"lost": 0, "unnotified": 0, "unexpected": 0, "duplicated": 0, "failures": []}
+    assert passes(by_key["overload"], clean)
+    assert not passes(by_key["overload"], {**clean, "failures": ["nothing was shed at twice the capacity"]})
+    assert not passes(by_key["bad-input"], {**clean, "duplicated": 1}), "no fault, so no duplicate is allowed"
+    assert passes(by_key["kill-worker"], {**clean, "duplicated": 1}), "one injected fault may duplicate once"

@@ -1,0 +1,119 @@
+"""Scenario 8: twice the measured capacity for a minute; the API sheds, and the queue drains after.
+
+A run first measures the stack's capacity: a burst that keeps every worker slot busy, timed
+from its results' arrival (completions per second once the workers are saturated). Then
+learners offer twice that, on a fixed schedule, for OVERLOAD_S. The bottleneck is the workers,
+not the API: each replica answers a submit in milliseconds, so the test is whether the queue
+stays bounded (submits past QUEUE_MAX_BACKLOG answer 503 `overloaded`, nothing written) and
+whether every accepted task still finishes and is delivered once the load stops.
+"""
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from loadtests.chaos.learner import Learner, connected_learners
+from loadtests.chaos.ledger import Ledger
+from loadtests.chaos.settle import settle_and_count
+from loadtests.chaos.stack import ChaosStack
+
+LEARNERS = 6
+MAX_BACKLOG = 40  # QUEUE_MAX_BACKLOG for the run: about 5 s of the stack's capacity
+WARM_UP_TASKS = 8  # one per worker slot
+CALIBRATION_TASKS = 40  # every worker slot busy, the rest waiting, none shed
+OVERLOAD_FACTOR = 2.0
+OVERLOAD_S = 60.0
+
+
+async def _burst(http: httpx.AsyncClient, ledger: Ledger, learners: list[Learner], tasks: int) -> list[float]:
+    """Submit `tasks` chats at once, wait for their results; the times the results arrived, sorted."""
+    before = set(ledger.accepted_at)
+    await asyncio.gather(*(learners[i % len(learners)].submit_once(http) for i in range(tasks)))
+    burst = set(ledger.accepted_at) - before
+    deadline = time.monotonic() + 60
+    while not burst <= set(ledger.first_terminal_at):
+        if time.monotonic() > deadline:
+            raise AssertionError("a calibration burst did not finish within 60 s")
+        await asyncio.sleep(0.1)
+    return sorted(ledger.first_terminal_at[task] for task in burst)
+
+
+async def _measure_capacity(http: httpx.AsyncClient, ledger: Ledger, learners: list[Learner]) -> float:
+    """Completed tasks per second while the workers are saturated by a burst (after a warm-up one)."""
+    await _burst(http, ledger, learners, WARM_UP_TASKS)  # first tasks pay for the workers' clients
+    finished = await _burst(http, ledger, learners, CALIBRATION_TASKS)
+    # Skip the first completions (the slots filling) and the last ones (the slots emptying).
+    steady = finished[len(finished) // 6 : -len(finished) // 6]
+    return (len(steady) - 1) / (steady[-1] - steady[0])
+
+
+async def _watch_backlog(redis_url: str, samples: list[int], stop: asyncio.Event) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        while not stop.is_set():
+            samples.append(int(await client.llen("chat")))
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
+async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledger) -> dict[str, Any]:
+    """Calibrate, overload, settle; the ledger's counts plus what shedding did."""
+    http_urls = [api.base_url for api in stack.apis]
+    learners = await connected_learners(ledger, http, http_urls, [api.ws_url for api in stack.apis], LEARNERS)
+    try:
+        capacity = await _measure_capacity(http, ledger, learners)
+        calibration = set(ledger.accepted_at)
+        offered = OVERLOAD_FACTOR * capacity
+        backlog: list[int] = []
+        stop_watching = asyncio.Event()
+        watcher = asyncio.create_task(_watch_backlog(stack.redis.url, backlog, stop_watching))
+        start = time.monotonic()
+        until = start + OVERLOAD_S
+        interval = LEARNERS / offered
+        await asyncio.gather(
+            *(
+                learner.submit_every(http, interval, until, first_at=start + i * interval / LEARNERS)
+                for i, learner in enumerate(learners)
+            )
+        )
+        overload_end = time.monotonic()
+        counts = await settle_and_count(http, http_urls[-1], stack.redis.url, ledger, learners)
+        stop_watching.set()
+        await watcher
+    finally:
+        for learner in learners:
+            await learner.close()
+    during = [t for t, at in ledger.accepted_at.items() if t not in calibration and at >= start]
+    waits = sorted(ledger.first_terminal_at[t] - ledger.accepted_at[t] for t in during if t in ledger.first_terminal_at)
+    finished_last = max((ledger.first_terminal_at.get(t, overload_end) for t in during), default=overload_end)
+    shed = ledger.refused["503 overloaded"]
+    other_refusals = {reason: n for reason, n in ledger.refused.items() if reason != "503 overloaded"}
+    counts |= {
+        "capacity_per_s": capacity,
+        "offered_per_s": (len(during) + sum(ledger.refused.values())) / OVERLOAD_S,
+        "accepted_in_overload": len(during),
+        "served_per_s": sum(1 for at in ledger.first_terminal_at.values() if start <= at <= overload_end) / OVERLOAD_S,
+        "shed": shed,
+        "max_backlog": max(backlog, default=0),
+        "final_backlog": backlog[-1] if backlog else 0,
+        "result_p50_s": statistics.median(waits) if waits else float("nan"),
+        "result_p99_s": waits[int(len(waits) * 0.99)] if waits else float("nan"),
+        "recovery_s": finished_last - overload_end,  # the queue drained
+    }
+    failures = []
+    if shed == 0:
+        failures.append("nothing was shed at twice the capacity")
+    if other_refusals:
+        failures.append(f"refusals other than 503 overloaded: {other_refusals}")
+    if counts["final_backlog"] != 0:
+        failures.append(f"the queue did not drain: {counts['final_backlog']} waiting")
+    # Admission reads the queue before the enqueue: submits in flight on both replicas can pass together.
+    if counts["max_backlog"] > MAX_BACKLOG + 2 * LEARNERS:
+        failures.append(f"the backlog reached {counts['max_backlog']}, over QUEUE_MAX_BACKLOG={MAX_BACKLOG}")
+    counts["failures"] = failures
+    return counts
