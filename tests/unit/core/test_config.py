@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -23,3 +25,10 @@ def test_settings_come_from_environment_variables(monkeypatch: pytest.MonkeyPatc
 def test_redis_url_is_required_where_redis_is_needed() -> None:
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         _ = Settings(redis_url=None).required_redis_url
+
+
+def test_every_setting_is_documented() -> None:
+    root = Path(__file__).resolve().parents[3]
+    docs = (root / "README.md").read_text() + "".join(p.read_text() for p in (root / "docs").glob("*.md"))
+    undocumented = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in docs]
+    assert undocumented == [], "name each setting in README.md's table or docs/operations.md"
