@@ -133,6 +133,7 @@ async def _error_codes_then_open(ws_url: str, auth: str, *frames: str | bytes) -
                 reply = json.loads(await ws.recv())
                 if reply["type"] == "error":
                     codes.append(reply["data"]["code"])
+            await (await ws.ping())  # and the socket is still open
         return codes
 
 

@@ -1,7 +1,7 @@
 """A learner as the real web client behaves: sockets that reconnect and resume, steady submits.
 
-Each learner holds one socket (or several) per replica URL. A socket that closes reconnects after a short
-backoff, to its own replica first and the others when that fails, resuming from the newest
+Each learner holds one socket (or several) per replica URL. A socket that closes reconnects after a
+short backoff, to its own replica first and the others when that fails, resuming from the newest
 envelope id it has (`last_id`), as frontend/js/ws-client.js does; a `hello` with
 `recovered: false` makes it re-read its open tasks over HTTP. Submits go to the replicas in
 turn; only a `202` counts as accepted.

@@ -17,7 +17,7 @@ _STALL_SOCKETS = next(s.sockets_per_replica for s in SCENARIOS if s.key == "stal
 
 def passes(scenario: Scenario, counts: dict[str, Any]) -> bool:
     """Issue 10's bar for one run: at most one duplicate per injected fault, and any failed check of its own."""
-    allowed_duplicates = 0 if scenario.no_fault else 1
+    allowed_duplicates = 0 if scenario.zero_duplicates else 1
     return (
         counts["lost"] == 0
         and counts["unnotified"] == 0

@@ -83,7 +83,7 @@ class Scenario:
     inject: Callable[[ChaosStack, list[Learner]], Awaitable[None]] | None  # None: the scenario has its own run
     persistent_redis: bool = False
     worker_pool: str = "threads"
-    no_fault: bool = False  # nothing breaks a task: no duplicate completion is acceptable at all
+    zero_duplicates: bool = False  # no task may complete twice: nothing in the scenario interrupts one
     quick: bool = True  # part of `make chaos-quick` (CI)
     sockets_per_replica: int = 1  # per learner
     settings: tuple[tuple[str, str], ...] = ()  # the stack's settings that differ for this scenario
@@ -96,7 +96,7 @@ SCENARIOS = (
         "kill-pool-process", "1. SIGKILL one pool process mid-task (prefork)", kill_pool_process, worker_pool="prefork"
     ),
     Scenario("kill-worker", "2. SIGKILL a whole worker", kill_whole_worker),
-    Scenario("warm-shutdown", "3. SIGTERM a worker (warm shutdown)", warm_shutdown_worker, no_fault=True),
+    Scenario("warm-shutdown", "3. SIGTERM a worker (warm shutdown)", warm_shutdown_worker, zero_duplicates=True),
     Scenario("redis-restart", "4a. Redis SIGKILL, restart after 3 s, no persistence", restart_redis),
     Scenario(
         "redis-restart-aof", "4b. Redis SIGKILL, restart after 3 s, appendonly", restart_redis, persistent_redis=True
@@ -117,9 +117,11 @@ SCENARIOS = (
         "8. twice the measured capacity for 60 s",
         None,
         quick=False,
-        no_fault=True,
+        zero_duplicates=True,
         settings=(("QUEUE_MAX_BACKLOG", str(overload.MAX_BACKLOG)),),
         run=overload.run_overload,
     ),
-    Scenario("bad-input", "9. bad input mixed into good traffic", None, quick=False, no_fault=True, run=run_bad_input),
+    Scenario(
+        "bad-input", "9. bad input mixed into good traffic", None, quick=False, zero_duplicates=True, run=run_bad_input
+    ),
 )

@@ -87,5 +87,7 @@ def test_a_run_fails_the_bar_on_a_check_of_its_own_or_a_duplicate_without_a_faul
     clean = {"lost": 0, "unnotified": 0, "unexpected": 0, "duplicated": 0, "failures": []}
     assert passes(by_key["overload"], clean)
     assert not passes(by_key["overload"], {**clean, "failures": ["nothing was shed at twice the capacity"]})
-    assert not passes(by_key["bad-input"], {**clean, "duplicated": 1}), "no fault, so no duplicate is allowed"
+    assert not passes(by_key["bad-input"], {**clean, "duplicated": 1}), (
+        "nothing interrupts a task, so no duplicate is allowed"
+    )
     assert passes(by_key["kill-worker"], {**clean, "duplicated": 1}), "one injected fault may duplicate once"
