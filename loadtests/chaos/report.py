@@ -53,6 +53,12 @@ def _rows(runs: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> li
 def _details(results: Results) -> list[str]:
     by_key = {scenario.key: runs for scenario, runs in results.items()}
     lines: list[str] = []
+    if "stalled-consumer" in by_key:
+        lines += ["### 7. The socket that stopped reading, per run", ""]
+        lines += _rows(
+            by_key["stalled-consumer"], [("at the end", "stalled", "s"), ("KiB waiting for it", "stalled_kib", ".0f")]
+        )
+        lines.append("")
     if "overload" in by_key:
         lines += ["### 8. Overload, per run", ""]
         lines += _rows(
@@ -141,7 +147,11 @@ def report(results: Results) -> str:
             "  drain: from the end of the overload to the last accepted task's result.",
             f"- Scenario 7: each learner holds {_STALL_SOCKETS} sockets on each replica "
             f"({steady.LEARNERS * 2 * _STALL_SOCKETS} live sockets) and one",
-            "  more socket stops reading, 1 % of them; the live sockets must miss nothing meanwhile.",
+            "  more socket stops reading, 1 % of them; the live sockets must miss nothing meanwhile. The",
+            "  stalled one is still open at the end, its envelopes waiting in kernel buffers: Linux grows a",
+            "  socket's send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB here), so a stall of seconds",
+            "  never reaches the replica's send queue. Past that, the queue overflows and the socket is",
+            "  closed with 4408, as `tests/integration/test_delivery.py` shows with 12.8 MB sent to a stalled socket.",
             f"- Scenario 8: {overload.LEARNERS} learners. The stack's capacity is measured first (a burst of "
             f"{overload.CALIBRATION_TASKS} chats",
             "  after a warm-up one; completions per second while every worker slot is busy), then learners",

@@ -36,6 +36,10 @@ async def run_with_fault(
         await scenario.inject(stack, learners)
         await asyncio.gather(*load)
         counts = await settle_and_count(http, http_urls[-1], stack.redis.url, ledger, learners)
+        for stalled in stack.stalled:  # scenario 7: what became of the socket that stopped reading
+            code = await asyncio.to_thread(stalled.read_until_closed, quiet_s=2)
+            counts["stalled"] = f"closed {code}" if code else "open"
+            counts["stalled_kib"] = stalled.bytes_read / 1024
     finally:
         for learner in learners:
             await learner.close()

@@ -75,6 +75,7 @@ class StalledClient:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         host, port = url.split("/")[2].split(":")
         self._sock.settimeout(10)
+        self.bytes_read = 0
         self._sock.connect((host, int(port)))
         self._protocol.send_request(self._protocol.connect())
         self._flush()
@@ -94,14 +95,21 @@ class StalledClient:
             if data:
                 self._sock.sendall(data)
 
-    def read_until_closed(self) -> int | None:
-        """Read everything the server sent (blocking); returns the close code it sent, if any."""
+    def read_until_closed(self, *, quiet_s: float = 10) -> int | None:
+        """Read everything the server sent, until it closes or sends nothing for `quiet_s`.
+
+        Returns the close code the server sent, if any; `bytes_read` counts what was waiting.
+        """
+        self._sock.settimeout(quiet_s)
         try:
             while self._protocol.close_rcvd is None:
                 data = self._sock.recv(1 << 20)
                 if not data:
                     break
+                self.bytes_read += len(data)
                 self._protocol.receive_data(data)
+        except TimeoutError:
+            pass  # still open
         finally:
             self._sock.close()
         return self._protocol.close_rcvd.code if self._protocol.close_rcvd else None
