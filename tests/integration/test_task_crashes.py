@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from app.core.embedded_redis import EmbeddedRedis
+from app.worker.lease import lease_key
 from tests.conftest import with_own_database
 from tests.support.client import finished_tasks, open_socket, register
 from tests.support.inspect import history_of
@@ -186,3 +187,21 @@ async def test_redis_restarted_without_persistence_loses_no_accepted_task(crash_
     assert states == dict.fromkeys(task_ids, "SUCCESS")
     assert not [t for t in listed if t["state"] == "QUEUED"], "nothing may stay queued"
     assert len(listed) == 4, "the refused submit left no task behind"
+
+
+async def test_a_task_whose_lease_holder_died_before_claiming_it_still_runs(crash_stack_factory: Any) -> None:
+    # An execution took the lease and died before its claim (QUEUED → STARTED) was committed:
+    # the redelivered message finds the lease held and is dropped. Found by `make chaos`.
+    stack = crash_stack_factory(workers=0)
+    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
+        account = await register(http)
+        response = await http.post("/ai/chat2", json={"message": "orphaned early"}, headers=account.headers)
+        task_id = response.json()["task_id"]
+        client = redis.Redis.from_url(stack.redis.url)
+        client.set(lease_key(task_id), "999", px=3000)  # the dead execution's lease
+        client.close()
+        stack.workers.append(stack.add_worker("worker-after-the-death"))
+        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
+    assert statuses[task_id]["state"] == "SUCCESS"
+    dropped = [line for line in stack.worker_logs() if line["msg"].startswith("task is running elsewhere")]
+    assert [line["task_id"] for line in dropped] == [task_id], "the message should have met the dead execution's lease"

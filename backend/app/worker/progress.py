@@ -46,6 +46,10 @@ class TaskRun:
     @classmethod
     def claim(cls, resources: WorkerResources, task_id: uuid.UUID) -> "TaskRun | None":
         """Take the task for this execution, or None when it must not run here (finished, or running elsewhere)."""
+        # Picked up: the broker no longer holds this message, whatever happens to it next. If it
+        # is dropped below while the task is still QUEUED (a lease holder that died before its
+        # claim), the reconciler sees a QUEUED task nobody holds and sends it again.
+        resources.redis.zrem(DISPATCHED_KEY, str(task_id))
         with resources.sessions() as session:
             task = repository.get(session, task_id)
         if task is None:
@@ -67,7 +71,6 @@ class TaskRun:
             lease.release()
             logger.info("task finished while being claimed; not running it")
             return None
-        resources.redis.zrem(DISPATCHED_KEY, str(task_id))
         return cls(resources, task, lease, resumed=task.attempt > 0)
 
     def publish(

@@ -5,7 +5,8 @@ interval. Each pass:
 1. tasks marked running whose lease has expired (their worker died, whole) go back to QUEUED
    and to the broker — Redis alone would redeliver them only after the visibility timeout;
 2. QUEUED tasks the broker no longer holds (missing from the dispatched set: Redis restarted
-   without persistence, or the API died between commit and enqueue) are sent again.
+   without persistence, the API died between commit and enqueue, or a worker dropped the
+   message because an execution that died before its claim still held the lease) are sent again.
 Sending a task twice is harmless: leases and the write-once terminal state make the extra
 copy a no-op.
 """
