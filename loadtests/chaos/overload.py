@@ -9,13 +9,13 @@ whether every accepted task still finishes and is delivered once the load stops.
 """
 
 import asyncio
-import statistics
 import time
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
+from loadtests.bench.stats import percentile_ms
 from loadtests.chaos.learner import Learner, connected_learners
 from loadtests.chaos.ledger import Ledger
 from loadtests.chaos.settle import settle_and_count
@@ -65,12 +65,13 @@ async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledge
     """Calibrate, overload, settle; the ledger's counts plus what shedding did."""
     http_urls = [api.base_url for api in stack.apis]
     learners = await connected_learners(ledger, http, http_urls, [api.ws_url for api in stack.apis], LEARNERS)
+    backlog: list[int] = []
+    stop_watching = asyncio.Event()
+    watcher: asyncio.Task[None] | None = None
     try:
         capacity = await _measure_capacity(http, ledger, learners)
         calibration = set(ledger.accepted_at)
         offered = OVERLOAD_FACTOR * capacity
-        backlog: list[int] = []
-        stop_watching = asyncio.Event()
         watcher = asyncio.create_task(_watch_backlog(stack.redis.url, backlog, stop_watching))
         start = time.monotonic()
         until = start + OVERLOAD_S
@@ -83,13 +84,14 @@ async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledge
         )
         overload_end = time.monotonic()
         counts = await settle_and_count(http, http_urls[-1], stack.redis.url, ledger, learners)
-        stop_watching.set()
-        await watcher
     finally:
+        stop_watching.set()
+        if watcher is not None:
+            await watcher
         for learner in learners:
             await learner.close()
     during = [t for t, at in ledger.accepted_at.items() if t not in calibration and at >= start]
-    waits = sorted(ledger.first_terminal_at[t] - ledger.accepted_at[t] for t in during if t in ledger.first_terminal_at)
+    waits = [ledger.first_terminal_at[t] - ledger.accepted_at[t] for t in during if t in ledger.first_terminal_at]
     finished_last = max((ledger.first_terminal_at.get(t, overload_end) for t in during), default=overload_end)
     shed = ledger.refused["503 overloaded"]
     other_refusals = {reason: n for reason, n in ledger.refused.items() if reason != "503 overloaded"}
@@ -101,8 +103,8 @@ async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledge
         "shed": shed,
         "max_backlog": max(backlog, default=0),
         "final_backlog": backlog[-1] if backlog else 0,
-        "result_p50_s": statistics.median(waits) if waits else float("nan"),
-        "result_p99_s": waits[int(len(waits) * 0.99)] if waits else float("nan"),
+        "result_p50_s": percentile_ms(waits, 50) / 1000,
+        "result_p99_s": percentile_ms(waits, 99) / 1000,
         "recovery_s": finished_last - overload_end,  # the queue drained
     }
     failures = []
