@@ -21,10 +21,10 @@ from app.tasks.dispatch import RETRY_AFTER_S, TASK_QUEUES, queue_unavailable
 _ADMIT = """
 local max_backlog = tonumber(ARGV[2])
 local backlog = redis.call('LLEN', KEYS[2])
-if max_backlog > 0 and backlog >= max_backlog then return {0, 0, backlog} end
+if max_backlog > 0 and backlog >= max_backlog then return {0, 0} end
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {count, redis.call('PTTL', KEYS[1]), backlog}
+return {count, redis.call('PTTL', KEYS[1])}
 """
 _REDIS_TIMEOUT_S = 0.5
 
@@ -50,7 +50,7 @@ class SubmitAdmission:
         keys = [f"ratelimit:submit:{participant_id}", TASK_QUEUES[kind]]
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
-                count, ttl_ms, _backlog = await self._admit(keys=keys, args=[self._window_s * 1000, self._max_backlog])
+                count, ttl_ms = await self._admit(keys=keys, args=[self._window_s * 1000, self._max_backlog])
         except (RedisError, TimeoutError):
             raise queue_unavailable() from None
         if int(count) == 0:
