@@ -1,8 +1,8 @@
 """Scenario 8: twice the measured capacity for a minute; the API sheds, and the queue drains after.
 
-A run first measures the stack's capacity: a burst that keeps every worker slot busy, timed
-from its results' arrival (completions per second once the workers are saturated). Then
-learners offer twice that, on a fixed schedule, for OVERLOAD_S. The bottleneck is the workers,
+A run first measures the stack's capacity: submits far past it for SATURATION_S keep the queue
+full, and the results that arrive after the first third of that, per second, are the capacity.
+Then learners offer twice that, on a fixed schedule, for OVERLOAD_S. The bottleneck is the workers,
 not the API: each replica answers a submit in milliseconds, so the test is whether the queue
 stays bounded (submits past QUEUE_MAX_BACKLOG answer 503 `overloaded`, nothing written) and
 whether every accepted task still finishes and is delivered once the load stops.
@@ -23,32 +23,31 @@ from loadtests.chaos.stack import ChaosStack
 
 LEARNERS = 6
 MAX_BACKLOG = 40  # QUEUE_MAX_BACKLOG for the run: about 5 s of the stack's capacity
-WARM_UP_TASKS = 8  # one per worker slot
-CALIBRATION_TASKS = 40  # every worker slot busy, the rest waiting, none shed
+SATURATION_PER_S = 30.0  # well past what 8 worker slots finish, so the queue stays full
+SATURATION_S = 12.0
 OVERLOAD_FACTOR = 2.0
 OVERLOAD_S = 60.0
 
 
-async def _burst(http: httpx.AsyncClient, ledger: Ledger, learners: list[Learner], tasks: int) -> list[float]:
-    """Submit `tasks` chats at once, wait for their results; the times the results arrived, sorted."""
-    before = set(ledger.accepted_at)
-    await asyncio.gather(*(learners[i % len(learners)].submit_once(http) for i in range(tasks)))
-    burst = set(ledger.accepted_at) - before
-    deadline = time.monotonic() + 60
-    while not burst <= set(ledger.first_terminal_at):
-        if time.monotonic() > deadline:
-            raise AssertionError("a calibration burst did not finish within 60 s")
-        await asyncio.sleep(0.1)
-    return sorted(ledger.first_terminal_at[task] for task in burst)
+async def _offer(http: httpx.AsyncClient, learners: list[Learner], per_s: float, seconds: float) -> float:
+    """Submit `per_s` chats a second, spread over the learners, for `seconds`; returns when it began."""
+    start = time.monotonic()
+    interval = len(learners) / per_s
+    await asyncio.gather(
+        *(
+            learner.submit_every(http, interval, start + seconds, first_at=start + i * interval / len(learners))
+            for i, learner in enumerate(learners)
+        )
+    )
+    return start
 
 
 async def _measure_capacity(http: httpx.AsyncClient, ledger: Ledger, learners: list[Learner]) -> float:
-    """Completed tasks per second while the workers are saturated by a burst (after a warm-up one)."""
-    await _burst(http, ledger, learners, WARM_UP_TASKS)  # first tasks pay for the workers' clients
-    finished = await _burst(http, ledger, learners, CALIBRATION_TASKS)
-    # Skip the first completions (the slots filling) and the last ones (the slots emptying).
-    steady = finished[len(finished) // 6 : -len(finished) // 6]
-    return (len(steady) - 1) / (steady[-1] - steady[0])
+    """Completions per second while the queue is kept full, past the first third of a saturation phase."""
+    start = await _offer(http, learners, SATURATION_PER_S, SATURATION_S)
+    measured_from, measured_to = start + SATURATION_S / 3, start + SATURATION_S
+    done = sum(1 for at in ledger.first_terminal_at.values() if measured_from <= at <= measured_to)
+    return done / (measured_to - measured_from)
 
 
 async def _watch_backlog(redis_url: str, samples: list[int], stop: asyncio.Event) -> None:
@@ -70,18 +69,9 @@ async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledge
     watcher: asyncio.Task[None] | None = None
     try:
         capacity = await _measure_capacity(http, ledger, learners)
-        calibration = set(ledger.accepted_at)
-        offered = OVERLOAD_FACTOR * capacity
+        shed_before = ledger.refused["503 overloaded"]
         watcher = asyncio.create_task(_watch_backlog(stack.redis.url, backlog, stop_watching))
-        start = time.monotonic()
-        until = start + OVERLOAD_S
-        interval = LEARNERS / offered
-        await asyncio.gather(
-            *(
-                learner.submit_every(http, interval, until, first_at=start + i * interval / LEARNERS)
-                for i, learner in enumerate(learners)
-            )
-        )
+        start = await _offer(http, learners, OVERLOAD_FACTOR * capacity, OVERLOAD_S)
         overload_end = time.monotonic()
         counts = await settle_and_count(http, http_urls[-1], stack.redis.url, ledger, learners)
     finally:
@@ -90,14 +80,14 @@ async def run_overload(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledge
             await watcher
         for learner in learners:
             await learner.close()
-    during = [t for t, at in ledger.accepted_at.items() if t not in calibration and at >= start]
+    during = [t for t, at in ledger.accepted_at.items() if at >= start]
     waits = [ledger.first_terminal_at[t] - ledger.accepted_at[t] for t in during if t in ledger.first_terminal_at]
     finished_last = max((ledger.first_terminal_at.get(t, overload_end) for t in during), default=overload_end)
-    shed = ledger.refused["503 overloaded"]
+    shed = ledger.refused["503 overloaded"] - shed_before
     other_refusals = {reason: n for reason, n in ledger.refused.items() if reason != "503 overloaded"}
     counts |= {
         "capacity_per_s": capacity,
-        "offered_per_s": (len(during) + sum(ledger.refused.values())) / OVERLOAD_S,
+        "offered_per_s": (len(during) + shed + sum(other_refusals.values())) / OVERLOAD_S,
         "accepted_in_overload": len(during),
         "served_per_s": sum(1 for at in ledger.first_terminal_at.values() if start <= at <= overload_end) / OVERLOAD_S,
         "shed": shed,

@@ -152,15 +152,15 @@ def report(results: Results) -> str:
             "  socket's send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB here), so a stall of seconds",
             "  never reaches the replica's send queue. Past that, the queue overflows and the socket is",
             "  closed with 4408, as `tests/integration/test_delivery.py` shows with 12.8 MB sent to a stalled socket.",
-            f"- Scenario 8: {overload.LEARNERS} learners. The stack's capacity is measured first (a burst of "
-            f"{overload.CALIBRATION_TASKS} chats",
-            "  after a warm-up one; completions per second while every worker slot is busy), then learners",
-            f"  offer {overload.OVERLOAD_FACTOR:.0f}× that on a fixed schedule for {overload.OVERLOAD_S:.0f} s with "
-            f"`QUEUE_MAX_BACKLOG={overload.MAX_BACKLOG}`.",
+            f"- Scenario 8: {overload.LEARNERS} learners, `QUEUE_MAX_BACKLOG={overload.MAX_BACKLOG}`. The stack's "
+            f"capacity is measured first: {overload.SATURATION_PER_S:.0f} submits/s",
+            f"  for {overload.SATURATION_S:.0f} s keep the queue full, and the results per second after the first "
+            "third of that are the capacity.",
+            f"  Then learners offer {overload.OVERLOAD_FACTOR:.0f}× that on a fixed schedule for "
+            f"{overload.OVERLOAD_S:.0f} s.",
             "  The workers are the bottleneck (a replica answers a submit in milliseconds), so the API sheds",
             "  with `503 overloaded` once the queue holds the limit, keeps the accepted tasks' wait bounded",
             "  (result p99 ≈ backlog ÷ capacity + one task), and the queue drains once the load stops.",
-            "  Served /s can exceed the calibrated capacity a little: the calibration burst is short.",
             f"- Scenario 9: {bad_input.LEARNERS} learners keep up good traffic (a chat every "
             f"{bad_input.SUBMIT_INTERVAL_S} s and a status read every {bad_input.READ_INTERVAL_S} s each)",
             f"  through {len(bad_input.PHASES)} windows of {bad_input.PHASE_S:.0f} s, alternately clean and mixed. "
