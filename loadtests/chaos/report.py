@@ -112,9 +112,10 @@ def report(results: Results) -> str:
             "for scenario 1) under a supervisor that restarts a worker that exits, as compose's",
             "`restart: unless-stopped` does in production, a private redis-server and SQLite.",
             "Learners hold sockets on both replicas that reconnect and resume from their last id, as the",
-            "web client does. In scenarios 1–7, " + f"{steady.LEARNERS} learners submit a chat every "
-            f"{steady.SUBMIT_INTERVAL_S} s each for {steady.LOAD_S:.0f} s and one fault is injected "
-            f"{steady.FAULT_AT_S:.0f} s in. A run settles when every accepted task is terminal in the database",
+            f"web client does. In scenarios 1–7, {steady.LEARNERS} learners submit a chat every "
+            f"{steady.SUBMIT_INTERVAL_S} s each for {steady.LOAD_S:.0f} s,",
+            f"and one fault is injected {steady.FAULT_AT_S:.0f} s in. A run settles when every accepted task "
+            "is terminal in the database",
             "and every socket has caught up, or after 90 s.",
             "",
             table(results),
@@ -174,6 +175,17 @@ def report(results: Results) -> str:
             "  close 4401 or 1009, or an `error` frame with the socket left open), no task row may exist",
             "  that was not answered `202`, no process may die, and the good requests' P99 in the mixed",
             f"  windows must stay within {bad_input.P99_BOUND}× of the clean ones.",
+            "",
+            "## What the suite found",
+            "",
+            "- A task could be lost when a prefork pool process was killed after taking the task's lease",
+            "  and before marking it STARTED: the redelivered message met the lease and was dropped as a",
+            "  duplicate, and the reconciler did not re-send a QUEUED task it believed the broker held",
+            "  (scenario 1, one task in three runs). Workers now take a task out of the dispatched set as",
+            "  soon as they pick its message up; `tests/integration/test_task_crashes.py` reproduces it.",
+            "- An oversized body sent without `Content-Length` (chunked) was answered 400, not 413: the",
+            "  size limit raised inside FastAPI's body parsing (scenario 9). The middleware now answers",
+            "  413 itself; `tests/integration/test_auth.py` covers it.",
             "",
             "Pass bar (issue 10): lost = 0 and unnotified = 0 in every run; duplicated completions at most",
             "the one fault injected per run, and 0 for a warm shutdown and for scenarios 8 and 9, which",

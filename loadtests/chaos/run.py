@@ -68,10 +68,21 @@ async def main(quick: bool, only: list[str], runs: int) -> int:
     return 0 if all(passes(s, r) for s, runs in results.items() for r in runs) else 1
 
 
+def rewrite_report() -> None:
+    """docs/reliability.md again from the raw results of the last run (after editing its text)."""
+    raw = json.loads(RAW.read_text())
+    OUT.write_text(report({scenario: raw[scenario.key] for scenario in SCENARIOS if scenario.key in raw}))
+    print(f"written to {OUT}", file=sys.stderr)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one run of each CI scenario (1-5); writes nothing")
     parser.add_argument("--only", nargs="+", default=[], metavar="KEY", help="these scenarios only; writes nothing")
     parser.add_argument("--runs", type=int, help=f"runs of each scenario (default {RUNS}; 1 with --quick)")
+    parser.add_argument("--report", action="store_true", help=f"only rewrite {OUT.name} from the last run's {RAW.name}")
     args = parser.parse_args()
+    if args.report:
+        rewrite_report()
+        sys.exit(0)
     sys.exit(asyncio.run(main(args.quick, args.only, args.runs or (1 if args.quick else RUNS))))
