@@ -7,9 +7,10 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.transport.redis import Channel as RedisChannel
 
 from app.core.embedded_redis import EmbeddedRedis
-from app.tasks.broker_message import celery_message
+from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, celery_message
 
 # Differs per message by design.
 _VARYING_PROPERTIES = ("delivery_tag",)
@@ -39,3 +40,7 @@ def test_it_matches_what_send_task_writes(redis_server: EmbeddedRedis) -> None:
         client.delete(queue)
         client.close()
         app.close()
+
+
+def test_the_reconciler_reads_kombus_own_unacked_keys() -> None:
+    assert (RedisChannel.unacked_key, RedisChannel.unacked_index_key) == (UNACKED_KEY, UNACKED_INDEX_KEY)

@@ -16,6 +16,11 @@ from celery.utils.nodenames import anon_nodename
 
 # kombu's "persistent" delivery mode, which Celery sets on every task message.
 _PERSISTENT = 2
+# Where kombu's Redis transport keeps the messages it delivered and that are not yet acknowledged
+# (a hash: delivery tag → [message, exchange, routing key]) and when it delivered them (a sorted
+# set: delivery tag → time). A test checks these against kombu's own names.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
 _ORIGIN = anon_nodename()
 
 
@@ -48,3 +53,12 @@ def celery_message(app: Celery, task_name: str, task_id: str, queue: str) -> str
         "properties": properties,
     }
     return json.dumps(message)
+
+
+def task_id_of_unacked(raw: bytes | str) -> str | None:
+    """The task id of an entry of kombu's unacknowledged-message hash (None if it is not a task message)."""
+    try:
+        message = json.loads(raw)[0]
+        return str(message["headers"]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

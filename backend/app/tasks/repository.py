@@ -145,3 +145,9 @@ def queued_before(session: Session, cutoff: datetime, limit: int = 500) -> list[
     """QUEUED tasks last touched before `cutoff`, with their kinds."""
     query = select(Task.task_id, Task.kind).where(Task.state == TaskState.QUEUED, Task.updated_at < cutoff)
     return [(row.task_id, row.kind) for row in session.execute(query.limit(limit))]
+
+
+def queued_among(session: Session, task_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, str]]:
+    """Which of `task_ids` are QUEUED, with their kinds."""
+    query = select(Task.task_id, Task.kind).where(Task.state == TaskState.QUEUED, Task.task_id.in_(task_ids))
+    return [(row.task_id, row.kind) for row in session.execute(query)]

@@ -6,7 +6,9 @@ interval. Each pass:
    and to the broker — Redis alone would redeliver them only after the visibility timeout;
 2. QUEUED tasks the broker no longer holds (missing from the dispatched set: Redis restarted
    without persistence, the API died between commit and enqueue, or a worker dropped the
-   message because an execution that died before its claim still held the lease) are sent again.
+   message because an execution that died before its claim still held the lease) are sent again;
+3. QUEUED tasks whose message a worker took and never claimed (it died in between: the message
+   waits in kombu's unacknowledged hash until the visibility timeout, 30 minutes) are sent again.
 Sending a task twice is harmless: leases and the write-once terminal state make the extra
 copy a no-op.
 """
@@ -16,6 +18,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from celery import Celery
 
@@ -24,6 +27,7 @@ from app.core.redis import create_sync_redis
 from app.db.base import utcnow
 from app.db.session import create_sync_engine, sync_sessionmaker
 from app.tasks import repository
+from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, task_id_of_unacked
 from app.tasks.dispatch import DISPATCHED_KEY, dispatch_sync
 from app.worker.lease import lease_key
 
@@ -78,7 +82,7 @@ class Reconciler:
         if not self._redis.set(LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
             return 0, 0
         orphans = self._requeue_orphans()
-        lost = self._resend_lost()
+        lost = self._resend_lost() + self._resend_unclaimed()
         self._redis.zremrangebyscore(DISPATCHED_KEY, "-inf", time.time() - DISPATCHED_RETENTION_S)
         if orphans or lost:
             logger.warning("reconciled tasks", extra={"orphans_requeued": orphans, "lost_resent": lost})
@@ -121,6 +125,38 @@ class Reconciler:
                 dispatch_sync(self._app, self._redis, kind, str(task_id))
                 count += 1
         return count
+
+    def _resend_unclaimed(self) -> int:
+        # A worker claims a task within milliseconds of taking its message, so a QUEUED task whose
+        # message was taken QUEUED_GRACE_S ago belongs to a worker that died first. Only while the
+        # dispatched set still shows the dispatch that worker took: a later one is a copy already
+        # sent, and a missing one is _resend_lost's to handle.
+        taken = cast(
+            list[tuple[bytes, float]],
+            self._redis.zrangebyscore(UNACKED_INDEX_KEY, "-inf", time.time() - QUEUED_GRACE_S, withscores=True),
+        )
+        if not taken:
+            return 0
+        messages = self._redis.hmget(UNACKED_KEY, [tag for tag, _ in taken])
+        taken_at = {
+            message_task: at
+            for (_, at), raw in zip(taken, messages, strict=True)
+            if raw is not None and (message_task := task_id_of_unacked(raw)) is not None
+        }
+        if not taken_at:
+            return 0
+        dispatched_at = dict(zip(taken_at, self._redis.zmscore(DISPATCHED_KEY, list(taken_at)), strict=True))
+        stale = [uuid.UUID(t) for t, at in taken_at.items() if (sent := dispatched_at[t]) is not None and sent <= at]
+        if not stale:
+            return 0
+        with self._sessions() as session:
+            unclaimed = repository.queued_among(session, stale)
+        for task_id, kind in unclaimed:
+            logger.warning(
+                "a worker took the task and died before claiming it; sending it again", extra={"task_id": str(task_id)}
+            )
+            dispatch_sync(self._app, self._redis, kind, str(task_id))
+        return len(unclaimed)
 
 
 _reconciler: Reconciler | None = None
