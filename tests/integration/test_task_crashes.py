@@ -228,3 +228,22 @@ async def test_a_task_whose_worker_died_between_taking_and_claiming_it_still_run
     assert statuses[task_id]["state"] == "SUCCESS"
     resent = [line for line in stack.worker_logs() if line["msg"].startswith("a worker took the task and died")]
     assert [line["task_id"] for line in resent] == [task_id], "sent again once, by the reconciler"
+
+
+async def test_a_task_whose_message_vanished_is_sent_again_after_the_visibility_timeout(
+    crash_stack_factory: Any,
+) -> None:
+    # The message is gone from the queue and was never recorded as unacknowledged (kombu pops it,
+    # then records it: a worker killed in between takes it along). Nothing in Redis will ever
+    # redeliver it; the reconciler re-sends a task dispatched longer ago than the visibility timeout.
+    stack = crash_stack_factory(workers=0, CELERY_VISIBILITY_TIMEOUT_S="4")
+    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
+        account = await register(http)
+        response = await http.post("/ai/chat2", json={"message": "vanished"}, headers=account.headers)
+        task_id = response.json()["task_id"]
+        client = redis.Redis.from_url(stack.redis.url)
+        assert client.rpop("chat") is not None
+        client.close()
+        stack.workers.append(stack.add_worker("worker-after-the-vanishing"))
+        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
+    assert statuses[task_id]["state"] == "SUCCESS"

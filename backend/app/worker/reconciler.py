@@ -8,7 +8,9 @@ interval. Each pass:
    without persistence, the API died between commit and enqueue, or a worker dropped the
    message because an execution that died before its claim still held the lease) are sent again;
 3. QUEUED tasks whose message a worker took and never claimed (it died in between: the message
-   waits in kombu's unacknowledged hash until the visibility timeout, 30 minutes) are sent again.
+   waits in kombu's unacknowledged hash until the visibility timeout, 30 minutes) are sent again,
+   and so are those dispatched longer ago than the visibility timeout (a message that vanished
+   in the instant between kombu's pop and its unacknowledged record).
 Sending a task twice is harmless: leases and the write-once terminal state make the extra
 copy a no-op.
 """
@@ -118,9 +120,12 @@ class Reconciler:
         if not queued:
             return 0
         scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
+        # Dispatched so long ago that Redis would have redelivered it if a worker had taken it:
+        # the message vanished between kombu's pop and its unacknowledged record.
+        stale_before = time.time() - self._settings.celery_visibility_timeout_s
         count = 0
         for (task_id, kind), score in zip(queued, scores, strict=True):
-            if score is None:
+            if score is None or score < stale_before:
                 logger.warning("broker lost a queued task; sending it again", extra={"task_id": str(task_id)})
                 dispatch_sync(self._app, self._redis, kind, str(task_id))
                 count += 1
