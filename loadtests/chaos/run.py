@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import functools
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from loadtests.chaos.steady import run_with_fault
 RUNS = 3
 OUT = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 RAW = Path(__file__).resolve().parents[1] / "reports" / "chaos-results.json"  # per run, git-ignored
+FAILED_RUNS = RAW.parent / "chaos-failed"
 
 
 async def run_once(scenario: Scenario) -> dict[str, Any]:
@@ -43,6 +46,10 @@ async def run_once(scenario: Scenario) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
             counts = await runner(stack, http, Ledger())
         counts["worker_crashes"] = stack.unexpected_worker_exits
+        if not passes(scenario, counts):  # keep the processes' logs and the database to find out why
+            kept = FAILED_RUNS / f"{scenario.key}-{time.strftime('%Y%m%dT%H%M%S')}"
+            shutil.copytree(stack.log_dir, kept, ignore=shutil.ignore_patterns("redis"))
+            print(f"{scenario.key}: missed the bar; logs kept in {kept}", file=sys.stderr)
     finally:
         await asyncio.to_thread(stack.close)
     return counts

@@ -46,4 +46,7 @@ async def settle_and_count(
         if all(lr.all_connected() for lr in learners) and ledger.counts(statuses, {})["unnotified"] == 0:
             break
         await asyncio.sleep(0.25)
-    return ledger.counts(statuses, _terminal_in_history(redis_url, learners))
+    counts = ledger.counts(statuses, _terminal_in_history(redis_url, learners))
+    # For a run that lost tasks: which, and where they stopped.
+    counts["lost_tasks"] = {t: s.get("state") for t, s in statuses.items() if s.get("state") not in TERMINAL_STATES}
+    return counts

@@ -10,6 +10,7 @@ with what `send_task` really writes, so a Celery or kombu upgrade that changes i
 import base64
 import json
 import uuid
+from typing import Any
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
@@ -58,7 +59,21 @@ def celery_message(app: Celery, task_name: str, task_id: str, queue: str) -> str
 def task_id_of_unacked(raw: bytes | str) -> str | None:
     """The task id of an entry of kombu's unacknowledged-message hash (None if it is not a task message)."""
     try:
-        message = json.loads(raw)[0]
+        return _task_id(json.loads(raw)[0])
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def task_id_of_queued(raw: bytes | str) -> str | None:
+    """The task id of a message waiting in a queue (None if it is not a task message)."""
+    try:
+        return _task_id(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def _task_id(message: Any) -> str | None:
+    try:
         return str(message["headers"]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (KeyError, TypeError):
         return None

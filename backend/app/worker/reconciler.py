@@ -8,9 +8,10 @@ interval. Each pass:
    without persistence, the API died between commit and enqueue, or a worker dropped the
    message because an execution that died before its claim still held the lease) are sent again;
 3. QUEUED tasks whose message a worker took and never claimed (it died in between: the message
-   waits in kombu's unacknowledged hash until the visibility timeout, 30 minutes) are sent again,
-   and so are those dispatched longer ago than the visibility timeout (a message that vanished
-   in the instant between kombu's pop and its unacknowledged record).
+   waits in kombu's unacknowledged hash until the visibility timeout, 30 minutes) are sent again;
+4. QUEUED tasks whose message is neither in its queue nor taken (a worker killed between kombu's
+   pop and its unacknowledged record took it along) are sent again; where a queue is too long
+   to scan, once they were dispatched longer ago than the visibility timeout.
 Sending a task twice is harmless: leases and the write-once terminal state make the extra
 copy a no-op.
 """
@@ -29,8 +30,8 @@ from app.core.redis import create_sync_redis
 from app.db.base import utcnow
 from app.db.session import create_sync_engine, sync_sessionmaker
 from app.tasks import repository
-from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, task_id_of_unacked
-from app.tasks.dispatch import DISPATCHED_KEY, dispatch_sync
+from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, task_id_of_queued, task_id_of_unacked
+from app.tasks.dispatch import DISPATCHED_KEY, TASK_QUEUES, dispatch_sync
 from app.worker.lease import lease_key
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ LOCK_KEY = "taskwire:reconciler:lock"
 # A QUEUED row younger than this may still be on its way to the broker.
 QUEUED_GRACE_S = 5.0
 DISPATCHED_RETENTION_S = 2 * 24 * 3600
+# Messages read at most per queue to tell that a task's message is in none of them.
+VANISHED_SCAN_LIMIT = 5000
 
 
 class Reconciler:
@@ -84,7 +87,7 @@ class Reconciler:
         if not self._redis.set(LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
             return 0, 0
         orphans = self._requeue_orphans()
-        lost = self._resend_lost() + self._resend_unclaimed()
+        lost = self._resend_lost() + self._resend_unclaimed() + self._resend_vanished()
         self._redis.zremrangebyscore(DISPATCHED_KEY, "-inf", time.time() - DISPATCHED_RETENTION_S)
         if orphans or lost:
             logger.warning("reconciled tasks", extra={"orphans_requeued": orphans, "lost_resent": lost})
@@ -162,6 +165,33 @@ class Reconciler:
             )
             dispatch_sync(self._app, self._redis, kind, str(task_id))
         return len(unclaimed)
+
+    def _resend_vanished(self) -> int:
+        # kombu pops a message, then records it as taken: a worker killed in between (typically
+        # blocked in BRPOP, the reply unread) takes the message along, and nothing in Redis will
+        # redeliver it. Such a task is QUEUED, in the dispatched set, and its message is neither
+        # waiting in its queue nor taken. Queues longer than the scan limit are left to
+        # _resend_lost's visibility-timeout rule.
+        cutoff = utcnow() - timedelta(seconds=QUEUED_GRACE_S)
+        with self._sessions() as session:
+            queued = repository.queued_before(session, cutoff)
+        if not queued:
+            return 0
+        waiting: set[str | None] = set()
+        for queue in TASK_QUEUES.values():
+            if self._redis.llen(queue) > VANISHED_SCAN_LIMIT:
+                return 0
+            waiting |= {task_id_of_queued(raw) for raw in self._redis.lrange(queue, 0, -1)}
+        taken = {task_id_of_unacked(raw) for raw in self._redis.hvals(UNACKED_KEY)}
+        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
+        settled_before = time.time() - QUEUED_GRACE_S
+        count = 0
+        for (task_id, kind), score in zip(queued, scores, strict=True):
+            if score is not None and score < settled_before and str(task_id) not in waiting | taken:
+                logger.warning("the task's message vanished; sending it again", extra={"task_id": str(task_id)})
+                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                count += 1
+        return count
 
 
 _reconciler: Reconciler | None = None
