@@ -5,8 +5,9 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,60 +191,60 @@ async def test_redis_restarted_without_persistence_loses_no_accepted_task(crash_
     assert len(listed) == 4, "the refused submit left no task behind"
 
 
+async def _run_after_a_death(stack: CrashStack, leave_behind: Callable[[redis.Redis, str], None]) -> str:
+    """Submit a chat with no worker running, leave in Redis what a dying worker would have left
+    behind, then start a worker; the task id, once the task has succeeded."""
+    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
+        account = await register(http)
+        response = await http.post("/ai/chat2", json={"message": "after a death"}, headers=account.headers)
+        task_id: str = response.json()["task_id"]
+        client = redis.Redis.from_url(stack.redis.url)
+        leave_behind(client, task_id)
+        client.close()
+        stack.workers.append(stack.add_worker(f"worker-{uuid.uuid4().hex[:6]}"))
+        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
+    assert statuses[task_id]["state"] == "SUCCESS"
+    return task_id
+
+
+def _logged(stack: CrashStack, message_start: str) -> list[str]:
+    """The task ids of the workers' log lines that start with `message_start`."""
+    return [line["task_id"] for line in stack.worker_logs() if line["msg"].startswith(message_start)]
+
+
 async def test_a_task_whose_lease_holder_died_before_claiming_it_still_runs(crash_stack_factory: Any) -> None:
     # An execution took the lease and died before its claim (QUEUED → STARTED) was committed:
     # the redelivered message finds the lease held and is dropped. Found by `make chaos`.
+    def dead_lease(client: redis.Redis, task_id: str) -> None:
+        client.set(lease_key(task_id), "999", px=3000)
+
     stack = crash_stack_factory(workers=0)
-    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
-        account = await register(http)
-        response = await http.post("/ai/chat2", json={"message": "orphaned early"}, headers=account.headers)
-        task_id = response.json()["task_id"]
-        client = redis.Redis.from_url(stack.redis.url)
-        client.set(lease_key(task_id), "999", px=3000)  # the dead execution's lease
-        client.close()
-        stack.workers.append(stack.add_worker("worker-after-the-death"))
-        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
-    assert statuses[task_id]["state"] == "SUCCESS"
-    dropped = [line for line in stack.worker_logs() if line["msg"].startswith("task is running elsewhere")]
-    assert [line["task_id"] for line in dropped] == [task_id], "the message should have met the dead execution's lease"
+    task_id = await _run_after_a_death(stack, dead_lease)
+    assert _logged(stack, "task is running elsewhere") == [task_id], "the message should meet the dead lease"
 
 
 async def test_a_task_whose_worker_died_between_taking_and_claiming_it_still_runs(crash_stack_factory: Any) -> None:
     # A worker took the message (kombu moved it to its unacknowledged hash) and died before it
     # claimed the task: Redis would hand the message out again only after the visibility
     # timeout, 30 minutes. Done here by hand as kombu does it. Found by `make chaos`.
-    stack = crash_stack_factory(workers=0)
-    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
-        account = await register(http)
-        response = await http.post("/ai/chat2", json={"message": "taken, never run"}, headers=account.headers)
-        task_id = response.json()["task_id"]
-        client = redis.Redis.from_url(stack.redis.url)
+    def taken(client: redis.Redis, _task_id: str) -> None:
         message = json.loads(client.rpop("chat"))  # type: ignore[arg-type]
         tag = message["properties"]["delivery_tag"]
         client.zadd(UNACKED_INDEX_KEY, {tag: time.time()})
         client.hset(UNACKED_KEY, tag, json.dumps([message, "", "chat"]))
-        client.close()
-        stack.workers.append(stack.add_worker("worker-after-the-taker"))
-        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
-    assert statuses[task_id]["state"] == "SUCCESS"
-    resent = [line for line in stack.worker_logs() if line["msg"].startswith("a worker took the task and died")]
-    assert [line["task_id"] for line in resent] == [task_id], "sent again once, by the reconciler"
+
+    stack = crash_stack_factory(workers=0)
+    task_id = await _run_after_a_death(stack, taken)
+    assert _logged(stack, "a worker took the task and died") == [task_id], "sent again once, by the reconciler"
 
 
 async def test_a_task_whose_message_vanished_is_sent_again(crash_stack_factory: Any) -> None:
     # The message is gone from the queue and was never recorded as unacknowledged (kombu pops it,
     # then records it: a worker killed in between takes it along). Nothing in Redis will ever
     # redeliver it. Found by `make chaos` (scenario 2: SIGKILL a whole worker).
-    stack = crash_stack_factory(workers=0)
-    async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
-        account = await register(http)
-        response = await http.post("/ai/chat2", json={"message": "vanished"}, headers=account.headers)
-        task_id = response.json()["task_id"]
-        client = redis.Redis.from_url(stack.redis.url)
+    def vanished(client: redis.Redis, _task_id: str) -> None:
         assert client.rpop("chat") is not None
-        client.close()
-        stack.workers.append(stack.add_worker("worker-after-the-vanishing"))
-        statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
-    assert statuses[task_id]["state"] == "SUCCESS"
-    resent = [line for line in stack.worker_logs() if line["msg"].startswith("the task's message vanished")]
-    assert [line["task_id"] for line in resent] == [task_id]
+
+    stack = crash_stack_factory(workers=0)
+    task_id = await _run_after_a_death(stack, vanished)
+    assert _logged(stack, "the task's message vanished") == [task_id]
