@@ -87,7 +87,9 @@ class Reconciler:
         if not self._redis.set(LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
             return 0, 0
         orphans = self._requeue_orphans()
-        lost = self._resend_lost() + self._resend_unclaimed() + self._resend_vanished()
+        with self._sessions() as session:
+            queued = repository.queued_before(session, utcnow() - timedelta(seconds=QUEUED_GRACE_S))
+        lost = self._resend_lost(queued) + self._resend_unclaimed() + self._resend_vanished(queued)
         self._redis.zremrangebyscore(DISPATCHED_KEY, "-inf", time.time() - DISPATCHED_RETENTION_S)
         if orphans or lost:
             logger.warning("reconciled tasks", extra={"orphans_requeued": orphans, "lost_resent": lost})
@@ -116,10 +118,7 @@ class Reconciler:
                 count += 1
         return count
 
-    def _resend_lost(self) -> int:
-        cutoff = utcnow() - timedelta(seconds=QUEUED_GRACE_S)
-        with self._sessions() as session:
-            queued = repository.queued_before(session, cutoff)
+    def _resend_lost(self, queued: list[tuple[uuid.UUID, str]]) -> int:
         if not queued:
             return 0
         scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
@@ -166,15 +165,13 @@ class Reconciler:
             dispatch_sync(self._app, self._redis, kind, str(task_id))
         return len(unclaimed)
 
-    def _resend_vanished(self) -> int:
+    def _resend_vanished(self, queued: list[tuple[uuid.UUID, str]]) -> int:
         # kombu pops a message, then records it as taken: a worker killed in between (typically
         # blocked in BRPOP, the reply unread) takes the message along, and nothing in Redis will
         # redeliver it. Such a task is QUEUED, in the dispatched set, and its message is neither
         # waiting in its queue nor taken. Queues longer than the scan limit are left to
-        # _resend_lost's visibility-timeout rule.
-        cutoff = utcnow() - timedelta(seconds=QUEUED_GRACE_S)
-        with self._sessions() as session:
-            queued = repository.queued_before(session, cutoff)
+        # _resend_lost's visibility-timeout rule. Scores are read again: _resend_lost may have
+        # just sent some of these.
         if not queued:
             return 0
         waiting: set[str | None] = set()
