@@ -54,9 +54,14 @@ class RateLimiter:
         except (RedisError, TimeoutError):
             logger.warning("rate limiter unavailable; allowing the request", extra={"scope": scope})
             return
-        if int(count) > limit:
-            retry_after = max(1, math.ceil(int(ttl_ms) / 1000))
-            raise RateLimited(
-                f"too many requests: at most {limit} every {window_s} s; try again in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
+        raise_if_over(int(count), int(ttl_ms), limit, window_s)
+
+
+def raise_if_over(count: int, ttl_ms: int, limit: int, window_s: int) -> None:
+    """429 with Retry-After (the window's remaining time) when `count` in the window is over `limit`."""
+    if count > limit:
+        retry_after = max(1, math.ceil(ttl_ms / 1000))
+        raise RateLimited(
+            f"too many requests: at most {limit} every {window_s} s; try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -6,13 +6,12 @@ told at once instead of watching a spinner for minutes. Nothing is written for a
 """
 
 import asyncio
-import math
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.core.errors import ServiceUnavailable
-from app.core.rate_limit import RateLimited, parse_limit
+from app.core.rate_limit import parse_limit, raise_if_over
 from app.metrics.registry import submits_shed
 from app.tasks.dispatch import RETRY_AFTER_S, TASK_QUEUES, queue_unavailable
 
@@ -59,9 +58,4 @@ class SubmitAdmission:
                 "Taskwire is busy right now; please try again in a few seconds",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
-        if int(count) > self._limit:
-            retry_after = max(1, math.ceil(int(ttl_ms) / 1000))
-            raise RateLimited(
-                f"too many requests: at most {self._limit} every {self._window_s} s; try again in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
+        raise_if_over(int(count), int(ttl_ms), self._limit, self._window_s)
