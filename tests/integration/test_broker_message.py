@@ -10,7 +10,13 @@ from celery import Celery
 from kombu.transport.redis import Channel as RedisChannel
 
 from app.core.embedded_redis import EmbeddedRedis
-from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, celery_message
+from app.tasks.broker_message import (
+    UNACKED_INDEX_KEY,
+    UNACKED_KEY,
+    celery_message,
+    task_id_of_queued,
+    task_id_of_unacked,
+)
 
 # Differs per message by design.
 _VARYING_PROPERTIES = ("delivery_tag",)
@@ -44,3 +50,11 @@ def test_it_matches_what_send_task_writes(redis_server: EmbeddedRedis) -> None:
 
 def test_the_reconciler_reads_kombus_own_unacked_keys() -> None:
     assert (RedisChannel.unacked_key, RedisChannel.unacked_index_key) == (UNACKED_KEY, UNACKED_INDEX_KEY)
+
+
+def test_task_ids_are_read_from_queued_and_unacked_entries_and_junk_is_skipped() -> None:
+    message = {"headers": {"id": "t-1"}}
+    assert task_id_of_queued(json.dumps(message)) == "t-1"
+    assert task_id_of_unacked(json.dumps([message, "", "chat"])) == "t-1"
+    for junk in ("not json", "[]", '{"a": 1}', "[1]", '{"headers": null}'):
+        assert task_id_of_queued(junk) is None and task_id_of_unacked(junk) is None, junk

@@ -60,7 +60,7 @@ def task_id_of_unacked(raw: bytes | str) -> str | None:
     """The task id of an entry of kombu's unacknowledged-message hash (None if it is not a task message)."""
     try:
         return _task_id(json.loads(raw)[0])
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, LookupError, TypeError):
         return None
 
 

@@ -179,12 +179,12 @@ class Reconciler:
             if self._redis.llen(queue) > VANISHED_SCAN_LIMIT:
                 return 0
             waiting |= {task_id_of_queued(raw) for raw in self._redis.lrange(queue, 0, -1)}
-        taken = {task_id_of_unacked(raw) for raw in self._redis.hvals(UNACKED_KEY)}
+        present = waiting | {task_id_of_unacked(raw) for raw in self._redis.hvals(UNACKED_KEY)}
         scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
         settled_before = time.time() - QUEUED_GRACE_S
         count = 0
         for (task_id, kind), score in zip(queued, scores, strict=True):
-            if score is not None and score < settled_before and str(task_id) not in waiting | taken:
+            if score is not None and score < settled_before and str(task_id) not in present:
                 logger.warning("the task's message vanished; sending it again", extra={"task_id": str(task_id)})
                 dispatch_sync(self._app, self._redis, kind, str(task_id))
                 count += 1
