@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.client import TERMINAL_STATES
+
 TERMINAL_TYPES = ("chat_result", "submission_result")
 
 
@@ -78,11 +80,15 @@ class Ledger:
         """The socket's client read this task's terminal state over HTTP (after `recovered: false`)."""
         record.resynced.add(task_id)
 
+    def lost(self, statuses: dict[str, dict[str, Any]]) -> dict[str, str | None]:
+        """Accepted tasks not terminal in `statuses`, with the state they stopped in."""
+        states = {t: statuses.get(t, {}).get("state") for tasks in self.accepted.values() for t in tasks}
+        return {t: state for t, state in states.items() if state not in TERMINAL_STATES}
+
     def counts(self, statuses: dict[str, dict[str, Any]], terminal_in_history: dict[str, int]) -> dict[str, int]:
         """The run's outcome; `statuses` from `GET /api/tasks/{id}`, history counts from Redis."""
-        terminal_states = {"SUCCESS", "FAILURE", "CANCELLED"}
         all_tasks = {task for tasks in self.accepted.values() for task in tasks}
-        lost = {t for t in all_tasks if statuses.get(t, {}).get("state") not in terminal_states}
+        lost = set(self.lost(statuses))
         duplicated = {t for t, count in terminal_in_history.items() if count > 1 and t in all_tasks}
         unnotified: set[str] = set()
         unexpected = 0

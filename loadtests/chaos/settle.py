@@ -15,13 +15,15 @@ from tests.support.inspect import history_of
 SETTLE_TIMEOUT_S = 90.0
 
 
-async def _statuses(http: httpx.AsyncClient, url: str, learners: list[Learner]) -> dict[str, dict[str, Any]]:
-    out = {}
+async def _read_unfinished(
+    http: httpx.AsyncClient, url: str, learners: list[Learner], statuses: dict[str, dict[str, Any]]
+) -> None:
+    """Read into `statuses` every accepted task not yet known to be terminal (terminal states never change)."""
     for learner in learners:
         headers = {"Authorization": f"Bearer {learner.token}"}
         for task_id in learner.ledger.accepted[learner.participant_id]:
-            out[task_id] = (await http.get(f"{url}/api/tasks/{task_id}", headers=headers)).json()
-    return out
+            if statuses.get(task_id, {}).get("state") not in TERMINAL_STATES:
+                statuses[task_id] = (await http.get(f"{url}/api/tasks/{task_id}", headers=headers)).json()
 
 
 def _terminal_in_history(redis_url: str, learners: list[Learner]) -> dict[str, int]:
@@ -36,10 +38,10 @@ async def settle_and_count(
     """Wait for every accepted task to be terminal in the database (the truth), then for every
     socket to have heard of it (the fast path), or SETTLE_TIMEOUT_S; the ledger's counts."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    statuses: dict[str, dict[str, Any]] = {}
     while True:
-        statuses = await _statuses(http, url, learners)
-        done = all(s.get("state") in TERMINAL_STATES for s in statuses.values())
-        if done or time.monotonic() > deadline:
+        await _read_unfinished(http, url, learners, statuses)
+        if not ledger.lost(statuses) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     for _ in range(40):
@@ -47,6 +49,5 @@ async def settle_and_count(
             break
         await asyncio.sleep(0.25)
     counts = ledger.counts(statuses, _terminal_in_history(redis_url, learners))
-    # For a run that lost tasks: which, and where they stopped.
-    counts["lost_tasks"] = {t: s.get("state") for t, s in statuses.items() if s.get("state") not in TERMINAL_STATES}
+    counts["lost_tasks"] = ledger.lost(statuses)  # for a run that lost tasks: which, and where they stopped
     return counts
