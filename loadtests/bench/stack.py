@@ -69,10 +69,13 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def bench_stack(*, workers: int = 1, replicas: int = 1, **settings: str) -> Iterator[BenchStack]:
+def bench_stack(
+    *, workers: int = 1, replicas: int = 1, code: Path | None = None, **settings: str
+) -> Iterator[BenchStack]:
     """Start everything with `settings` as environment overrides; stop it all afterwards.
 
-    With no workers, tasks only queue up: what is measured is the API replicas alone.
+    With no workers, tasks only queue up: what is measured is the API replicas alone. `code`
+    runs another checkout's backend (its `backend/` first on the path) with the same packages.
     """
     with tempfile.TemporaryDirectory() as folder, EmbeddedRedis(Path(folder) / "redis") as redis_server:
         defaults = {
@@ -82,6 +85,8 @@ def bench_stack(*, workers: int = 1, replicas: int = 1, **settings: str) -> Iter
             "AUTH_RATE_LIMIT": "1000000/60",
             "SUBMIT_RATE_LIMIT": "1000000/60",
         }
+        if code is not None:
+            defaults["PYTHONPATH"] = str(code / "backend")
         env = child_env(REDIS_URL=redis_server.url, **{**defaults, **settings})
         spawn([*CLI, "migrate"], env=env).wait()
         logs = open(Path(folder) / "processes.log", "wb")  # noqa: SIM115 (closed below)

@@ -29,16 +29,25 @@ class OpenAICompatibleProvider:
 
     offline = False
 
-    def __init__(self, *, base_url: str, api_key: str | None, connect_timeout_s: float, read_timeout_s: float):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_connections: int = 50,
+    ):
         headers = {"Accept": "text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # One client per worker process: its connection pool is reused by every chat.
+        # One client per worker process: its connection pool is reused by every chat, and sized
+        # for every chat the process runs at once (a smaller pool would queue answers behind it).
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=10, pool=10),
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     async def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]:
