@@ -76,7 +76,7 @@ def api_b(stack_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="session")
 def worker(stack_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
-    process = Worker("worker", stack_env, log_dir, concurrency=2)
+    process = Worker("worker", stack_env, log_dir)
     yield process
     process.stop()
 

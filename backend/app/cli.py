@@ -19,6 +19,8 @@ from app.core.logging import configure_logging
 from app.core.processes import child_env, spawn, stop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A worker's warm shutdown lets running answers finish; past this it is killed (they are redelivered).
+WORKER_STOP_TIMEOUT_S = 60
 
 
 def migrate(settings: Settings) -> None:
@@ -66,26 +68,77 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     DrainingServer(config).run()
 
 
-def serve_worker(settings: Settings, queues: str, concurrency: int | None, pool: str) -> None:
-    """Run one Celery worker in this process until SIGTERM (warm shutdown)."""
-    from celery.signals import setup_logging, worker_ready, worker_shutdown
+def serve_worker(settings: Settings, queues: list[str], concurrency: int | None, pool: str) -> int:
+    """Run one Celery worker consuming `queues` in this process until SIGTERM (warm shutdown)."""
+    from celery.signals import setup_logging
 
-    from app.worker.celery_app import celery_app, configure_celery
-    from app.worker.reconciler import start_reconciler, stop_reconciler
+    from app.task_kinds import REGISTRY
+    from app.worker.celery_app import create_worker_app
 
+    try:
+        kinds = REGISTRY.in_queues(queues)
+    except ValueError as exc:
+        print(f"taskwire worker: {exc}", file=sys.stderr)
+        return 2
     setup_logging.connect(lambda **_: configure_logging(settings.log_format, settings.log_level), weak=False)
-    # The reconciler lives in the main process, beside the pool, for as long as the worker runs.
-    worker_ready.connect(lambda **_: start_reconciler(settings, celery_app), weak=False)
-    worker_shutdown.connect(lambda **_: stop_reconciler(), weak=False)
-    configure_celery(celery_app, settings)
+    app = create_worker_app(settings, REGISTRY, queues, pool)
+    # Each kind's limit, summed: a process for one queue runs exactly its kinds' limits at once.
+    slots = concurrency or sum(kind.limits(settings).concurrency for kind in kinds)
     # The pid keeps node names unique when several workers share a host.
-    hostname = f"taskwire-{os.getpid()}@%h"
-    argv = ["worker", "--queues", queues, "--hostname", hostname, "--loglevel", settings.log_level, "--pool", pool]
+    hostname = f"taskwire-{'-'.join(queues)}-{os.getpid()}@%h"
+    argv = ["worker", "--queues", ",".join(queues), "--hostname", hostname, "--loglevel", settings.log_level]
+    argv += ["--pool", pool, "--concurrency", str(slots)]
     # Gossip, mingle and event heartbeats serve worker-to-worker coordination Taskwire does not
     # use; gossip also failed to restart after a Redis restart, and mingle adds a second to startup.
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    argv += ["--concurrency", str(concurrency or settings.worker_concurrency)]
-    celery_app.worker_main(argv)
+    app.worker_main(argv)
+    return 0
+
+
+def supervise_workers(queues: list[str], pool: str) -> int:
+    """One worker process per queue, each with its own limits, so a burst of one kind never starves another.
+
+    They share this process group (a SIGKILL of the group takes them all, as of one worker) and
+    die with this process. SIGTERM is passed on. A worker that exits on its own is started again
+    (sooner or later every broker client meets a Redis restart it does not survive: kombu 5.7
+    exits on some), after a pause that grows while it keeps failing within a minute.
+    """
+    cli = [sys.executable, "-m", "app.cli", "worker", "--pool", pool, "--queues"]
+    children = {queue: spawn([*cli, queue], env=child_env(), own_session=False) for queue in queues}
+    started_at = dict.fromkeys(queues, time.monotonic())
+    pauses = dict.fromkeys(queues, 0.0)
+    stopping = False
+
+    def pass_on(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if signum == signal.SIGTERM:  # Ctrl-C's SIGINT already reached the whole group
+            for child in children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    while not stopping:
+        for queue, child in children.items():
+            if child.poll() is None or stopping:
+                continue
+            lived = time.monotonic() - started_at[queue]
+            pauses[queue] = 1.0 if lived > 60 else min(max(pauses[queue] * 2, 1.0), 30.0)
+            print(
+                f"taskwire worker: the {queue} worker exited with {child.returncode}; "
+                f"starting it again in {pauses[queue]:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(pauses[queue])
+            if not stopping:
+                children[queue] = spawn([*cli, queue], env=child_env(), own_session=False)
+                started_at[queue] = time.monotonic()
+        time.sleep(0.2)
+    for child in children.values():
+        stop(child, timeout_s=WORKER_STOP_TIMEOUT_S)
+    return 0
 
 
 def run_local(settings: Settings, host: str, port: int) -> int:
@@ -147,14 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (run, api):
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
-    worker = commands.add_parser("worker", help="run one Celery worker")
-    worker.add_argument("--queues", default="chat,submissions", help="comma-separated queues to consume")
-    worker.add_argument("--concurrency", type=int, default=None, help="tasks at once (default: WORKER_CONCURRENCY)")
+    worker = commands.add_parser("worker", help="run Celery workers: one process per queue unless --queues names some")
+    worker.add_argument(
+        "--queues",
+        default=None,
+        help="comma-separated queues for one worker process (default: every queue, a process each)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="tasks at once in that process (default: the limits of its kinds, e.g. CHAT_CONCURRENCY)",
+    )
     worker.add_argument(
         "--pool",
         choices=["threads", "prefork", "solo"],
         default="threads",
-        help="threads (default): one process, one event loop, tasks run concurrently; prefork: a process per task",
+        help="threads (default): tasks run concurrently on the process's event loop; prefork: a process per task",
     )
     commands.add_parser("migrate", help="apply database migrations")
     args = parser.parse_args(argv)
@@ -168,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "api":
         serve_api(settings, args.host, args.port)
     elif args.command == "worker":
-        serve_worker(settings, args.queues, args.concurrency, args.pool)
+        if args.queues is None:
+            if args.concurrency is not None:
+                parser.error("--concurrency applies to one worker process: name its --queues")
+            from app.task_kinds import REGISTRY
+
+            return supervise_workers(REGISTRY.queues, args.pool)
+        return serve_worker(settings, [q for q in args.queues.split(",") if q], args.concurrency, args.pool)
     return 0
 
 

@@ -17,10 +17,10 @@ from app.core.config import Settings
 from app.core.errors import NotAuthenticated
 from app.core.rate_limit import RateLimiter
 from app.core.security import InvalidToken, decode_access_token
-from app.models import TaskKind
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks.admission import SubmitAdmission
 from app.tasks.dispatch import TaskDispatcher
+from app.tasks.registry import TaskKindSpec
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -72,10 +72,13 @@ async def _current_participant(
 CurrentParticipant = Annotated[uuid.UUID, Depends(_current_participant)]
 
 
-def _admit_submits(kind: str) -> Callable[..., Awaitable[uuid.UUID]]:
+def admitted_submitter(kind: TaskKindSpec) -> Callable[..., Awaitable[uuid.UUID]]:
+    """A dependency: the caller of a submit endpoint for `kind`, admitted by SUBMIT_RATE_LIMIT and
+    its queue's QUEUE_MAX_BACKLOG (`Annotated[uuid.UUID, Depends(admitted_submitter(KIND))]`)."""
+
     async def admit(request: Request, participant_id: CurrentParticipant) -> uuid.UUID:
         admission: SubmitAdmission = request.app.state.admission
-        await admission.admit(str(participant_id), kind)
+        await admission.admit(str(participant_id), kind.name)
         return participant_id
 
     return admit
@@ -87,8 +90,5 @@ async def _limit_auth(request: Request, settings: SettingsDep) -> None:
     await limiter.check("auth", client_ip, settings.auth_rate_limit)
 
 
-# The caller of a submit endpoint, admitted by SUBMIT_RATE_LIMIT and its queue's QUEUE_MAX_BACKLOG.
-ChatSubmitter = Annotated[uuid.UUID, Depends(_admit_submits(TaskKind.CHAT))]
-SubmissionSubmitter = Annotated[uuid.UUID, Depends(_admit_submits(TaskKind.SUBMISSION))]
 # Register and login count against AUTH_RATE_LIMIT per client IP.
 AuthRateLimit = Depends(_limit_auth)

@@ -33,10 +33,11 @@ from app.realtime.envelopes import CloseCode
 from app.realtime.manager import ConnectionManager
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.submissions.endpoints import router as submissions_router
+from app.task_kinds import REGISTRY
 from app.tasks.admission import SubmitAdmission
+from app.tasks.broker import create_celery
 from app.tasks.dispatch import TaskDispatcher
 from app.tasks.endpoints import router as tasks_router
-from app.worker.celery_app import celery_app, configure_celery
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.engine = create_api_engine(settings.database_url)
         state.sessions = api_sessionmaker(state.engine)
         state.redis = create_async_redis(settings.required_redis_url)
-        state.dispatcher = TaskDispatcher(configure_celery(celery_app, settings), state.redis)
+        state.registry = REGISTRY
+        # A Celery app only to write task messages and revoke: no tasks, no worker code.
+        state.dispatcher = TaskDispatcher(create_celery(settings, REGISTRY), state.redis, REGISTRY)
         state.publisher = AsyncEnvelopePublisher(
             state.redis, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
         )
         state.rate_limiter = RateLimiter(state.redis)
         state.admission = SubmitAdmission(
-            state.redis, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
+            state.redis, REGISTRY, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
         )
         state.manager = ConnectionManager(
             state.redis, history_maxlen=settings.history_maxlen, max_sockets_per_user=settings.ws_max_sockets_per_user

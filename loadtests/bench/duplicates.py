@@ -43,7 +43,7 @@ async def run() -> dict[str, Any]:
         "TASK_LEASE_TTL_S": "3",
         "TASK_RECONCILE_INTERVAL_S": "1",
         "HISTORY_MAXLEN": "100000",
-        "WORKER_CONCURRENCY": "8",
+        "CHAT_CONCURRENCY": "8",
     }
     with bench_stack(workers=2, **settings) as stack:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:

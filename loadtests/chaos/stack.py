@@ -35,7 +35,8 @@ class ChaosWorker(ManagedProcess):
     """`taskwire worker` with a chosen pool, ready once it says so."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, *, pool: str):
-        super().__init__(name, [*CLI, "worker", "--pool", pool, "--concurrency", "4"], env, log_dir)
+        # Chaos runs only chats: one process on the chat queue, four at a time (so a run can overload it).
+        super().__init__(name, [*CLI, "worker", "--queues", "chat", "--pool", pool, "--concurrency", "4"], env, log_dir)
         self.wait_ready()
 
     def wait_ready(self) -> None:

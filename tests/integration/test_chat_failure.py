@@ -62,6 +62,6 @@ async def test_a_chat_over_its_time_limit_fails_with_a_timeout_code(slow_stack: 
     assert status["last_event_id"] == result["id"]
 
     lines = [json.loads(line) for line in worker.log_text().splitlines() if line.startswith("{")]
-    timed_out = [line for line in lines if line.get("msg") == "chat reply timed out"]
+    timed_out = [line for line in lines if line.get("msg") == "task ran past its time limit"]
     assert timed_out, "the worker should log the timeout"
     assert timed_out[0]["task_id"] == task_id and timed_out[0]["participant_id"] == account.participant_id

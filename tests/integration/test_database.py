@@ -16,7 +16,7 @@ from app.cli import REPO_ROOT
 from app.core.embedded_redis import EmbeddedRedis
 from app.db.base import utcnow
 from app.db.session import api_sessionmaker, create_api_engine, create_sync_engine, sync_sessionmaker
-from app.models import TaskKind, TaskState
+from app.models import TaskState
 from app.tasks import repository as tasks
 from tests.support.client import open_socket, register
 from tests.support.databases import database, postgres_database
@@ -61,9 +61,7 @@ def test_the_task_lifecycle_queries_behave_the_same(database_url: str) -> None:
     try:
         with sessions.begin() as session:
             owner = users.add_user(session, f"u{uuid.uuid4().hex[:8]}", "hash")
-            task_id = tasks.add_task(
-                session, owner.participant_id, TaskKind.CHAT, {"message": "hi"}, idempotency_key="k1"
-            )
+            task_id = tasks.add_task(session, owner.participant_id, "chat", {"message": "hi"}, idempotency_key="k1")
         with sessions.begin() as session:
             assert tasks.claim(session, task_id, attempt=1)
             assert tasks.running_started_before(session, utcnow() + timedelta(seconds=1)) == [task_id]

@@ -8,7 +8,7 @@ import pytest
 from app.exercises.repository import all_exercises
 from app.exercises.schemas import CodeFiles, Exercise
 from app.submissions.sandbox import GradeReport, SandboxPool
-from app.worker.retry import PermanentError
+from app.tasks.errors import PermanentError
 
 EXERCISES = all_exercises()
 

@@ -89,12 +89,12 @@ async def test_twelve_concurrent_submissions_never_use_more_than_five_contexts(
     env = {
         **with_own_database(stack_env, tmp_path),
         "REDIS_URL": redis_server.url,
-        "WORKER_CONCURRENCY": "12",
         "SANDBOX_MAX_CONCURRENCY": "5",
         "SANDBOX_QUEUE_TIMEOUT_S": "60",
     }
     api = ApiServer("api-sandbox-pool", env, log_dir)
-    worker = Worker("worker-sandbox-pool", env, log_dir, concurrency=12)
+    # More Celery slots than contexts: the pool, not the queue, must hold the line at five.
+    worker = Worker("worker-sandbox-pool", env, log_dir, queues="submissions", concurrency=12)
     try:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             account = await register(http)

@@ -17,7 +17,7 @@ import redis
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY
-from app.worker.lease import lease_key
+from app.tasks.keys import lease_key
 from tests.conftest import with_own_database
 from tests.support.client import finished_tasks, open_socket, register
 from tests.support.inspect import history_of
@@ -43,7 +43,7 @@ class CrashStack:
         self.workers = [self.add_worker(f"worker-{tmp_path.name}-{i}") for i in range(workers)]
 
     def add_worker(self, name: str, concurrency: int = 1) -> Worker:
-        return Worker(name, self.env, self.log_dir, concurrency=concurrency)
+        return Worker(name, self.env, self.log_dir, queues="chat", concurrency=concurrency)
 
     def worker_logs(self) -> list[dict[str, Any]]:
         lines = []
@@ -149,8 +149,7 @@ async def test_cancelling_a_running_task_stops_it_with_nothing_after_cancelled(
         )
     wait_until(
         lambda: any(
-            json.loads(line).get("task_id") == task_id
-            and json.loads(line).get("msg") == "task cancelled; stopped at a checkpoint"
+            json.loads(line).get("task_id") == task_id and json.loads(line).get("msg") == "task cancelled; stopped"
             for line in worker.log_text().splitlines()
             if line.startswith("{")
         ),
@@ -216,7 +215,7 @@ async def test_a_task_whose_lease_holder_died_before_claiming_it_still_runs(cras
     # An execution took the lease and died before its claim (QUEUED → STARTED) was committed:
     # the redelivered message finds the lease held and is dropped. Found by `make chaos`.
     def dead_lease(client: redis.Redis, task_id: str) -> None:
-        client.set(lease_key(task_id), "999", px=3000)
+        client.set(lease_key(uuid.UUID(task_id)), "999", px=3000)
 
     stack = crash_stack_factory(workers=0)
     task_id = await _run_after_a_death(stack, dead_lease)

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from app.core.processes import free_port, spawn, stop
+from app.task_kinds import REGISTRY
 from tests.support.waiting import wait_until
 
 CLI = [sys.executable, "-m", "app.cli"]
@@ -80,15 +81,33 @@ class ApiServer(ManagedProcess):
 
 
 class Worker(ManagedProcess):
-    """`taskwire worker`, ready when it has logged that it consumes its queues."""
+    """`taskwire worker`, ready when each of its processes has logged that it consumes its queues.
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, *, concurrency: int = 1, timeout_s: float = 30):
-        super().__init__(name, [*CLI, "worker", "--concurrency", str(concurrency)], env, log_dir)
-        wait_until(self._ready, timeout_s=timeout_s, what=f"{name} to log 'worker ready'")
+    Without `queues` it runs a process per queue, as in production; with them, one process.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        queues: str | None = None,
+        concurrency: int | None = None,
+        timeout_s: float = 30,
+    ):
+        args = [*CLI, "worker"]
+        if queues is not None:
+            args += ["--queues", queues]
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
+        self._processes = 1 if queues is not None else len(REGISTRY.queues)
+        super().__init__(name, args, env, log_dir)
+        wait_until(self._ready, timeout_s=timeout_s, what=f"{name} to log 'worker ready' from each process")
 
     def _ready(self) -> bool:
         self.assert_running()
-        return "worker ready" in self.log_text()
+        return self.log_text().count("worker ready") >= self._processes
 
 
 def migrate(env: dict[str, str]) -> None:

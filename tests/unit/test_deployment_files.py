@@ -7,21 +7,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.task_kinds import REGISTRY
+
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
 def test_compose_describes_the_production_shape() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "api", "worker", "nginx"}
+    assert set(services) == {"redis", "postgres", "migrate", "api", "worker-chat", "worker-grading", "nginx"}
     for name, service in services.items():
         if name != "migrate":
             assert "healthcheck" in service, f"{name} needs a health check"
     assert services["api"]["deploy"]["replicas"] >= 2
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert services["worker"]["command"] == ["taskwire", "worker"]
-    assert services["worker"]["environment"]["WORKER_HEARTBEAT_FILE"] in services["worker"]["healthcheck"]["test"][1]
-    assert "replicas" not in services["worker"].get("deploy", {}), "workers scale with --scale worker=N"
+    # Every queue has its own workers, with its own limits: a burst of one kind never starves another.
+    queues = {name: service["command"][-1] for name, service in services.items() if name.startswith("worker-")}
+    assert sorted(queues.values()) == sorted(REGISTRY.queues)
+    for name in queues:
+        worker = services[name]
+        assert worker["command"][:3] == ["taskwire", "worker", "--queues"]
+        assert worker["environment"]["WORKER_HEARTBEAT_FILE"] in worker["healthcheck"]["test"][1]
+        assert "replicas" not in worker.get("deploy", {}), "workers scale with --scale worker-<kind>=N"
+    assert "shm_size" in services["worker-grading"], "Chromium needs shared memory"
     env = services["api"]["environment"]
     assert env["JWT_SECRET"].startswith("${JWT_SECRET:?"), "production must be given a secret"
 

@@ -1,12 +1,14 @@
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.chat import service
 from app.chat.schemas import ChatHistoryPage, ChatRequest
+from app.chat.tasks import CHAT
 from app.core.errors import Conflict, NotAuthenticated, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import ChatSubmitter, CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep
+from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
 from app.tasks.schemas import TaskAccepted
 
 router = APIRouter(tags=["chat"])
@@ -20,7 +22,7 @@ router = APIRouter(tags=["chat"])
 )
 async def submit_chat(
     request: ChatRequest,
-    participant_id: ChatSubmitter,
+    participant_id: Annotated[uuid.UUID, Depends(admitted_submitter(CHAT))],
     session: SessionDep,
     dispatcher: DispatcherDep,
     response: Response,

@@ -2,6 +2,7 @@
 llama.cpp server) built on one httpx.AsyncClient, and the built-in offline tutor."""
 
 import asyncio
+import importlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -9,11 +10,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from app.worker.retry import PermanentError, TransientError
+from app.tasks.errors import PermanentError, TransientError
 
 ChatMessages = list[dict[str, str]]
 
 _PIECES = re.compile(r"\s*\S+\s*")
+_FIRST_REQUEST_IMPORTS = ("httpcore._backends.anyio", "anyio._backends._asyncio")
 
 
 class ChatProvider(Protocol):
@@ -49,6 +51,10 @@ class OpenAICompatibleProvider:
             timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=10, pool=10),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        # httpcore imports its async backend on the first request, on the event loop (~20 ms
+        # that every other answer waits through): import it now, where the client is built.
+        for module in _FIRST_REQUEST_IMPORTS:
+            importlib.import_module(module)
 
     async def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]:
         """Yield the answer's text pieces; raises TransientError (retry) or PermanentError (give up)."""

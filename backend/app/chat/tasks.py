@@ -1,18 +1,28 @@
-"""Celery adapters for chat: thin, named `chat.<verb>`, arguments are ids."""
+"""The tutor's task kind: one learner question, answered by the LLM and streamed token by token."""
 
-import uuid
-
-from app.chat import service
-from app.core.logging import log_context_bound
-from app.models import TaskKind
-from app.tasks.dispatch import TASK_NAMES
-from app.worker.celery_app import celery_app
-from app.worker.resources import get_resources
+from app.chat.schemas import ChatRequest
+from app.core.config import Settings
+from app.realtime.envelopes import EnvelopeType
+from app.tasks.registry import KindLimits, TaskKindSpec
 
 
-@celery_app.task(name=TASK_NAMES[TaskKind.CHAT])
-def reply(task_id: str) -> None:
-    """Stream the tutor's reply to one chat task."""
-    resources = get_resources()
-    with log_context_bound(task_id=task_id):
-        resources.run(service.reply(resources, uuid.UUID(task_id)))
+def _limits(settings: Settings) -> KindLimits:
+    # An answer waits on the model, not the CPU: hundreds run at once in one worker process.
+    return KindLimits(
+        concurrency=settings.chat_concurrency,
+        soft_time_limit_s=settings.chat_soft_time_limit_s,
+        hard_time_limit_s=settings.chat_time_limit_s,
+    )
+
+
+CHAT = TaskKindSpec(
+    name="chat",
+    task_name="chat.reply",
+    queue="chat",
+    input_model=ChatRequest,
+    result_type=EnvelopeType.CHAT_RESULT,
+    delta_type=EnvelopeType.CHAT_DELTA,
+    handler="app.chat.handler:ChatAnswerer",
+    limits=_limits,
+    timeout_message="the tutor took too long to answer; please try again",
+)

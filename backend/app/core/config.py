@@ -57,8 +57,12 @@ class Settings(BaseSettings):
     history_maxlen: int = Field(default=1000, gt=0)
     history_ttl_s: int = Field(default=24 * 3600, gt=0)
 
-    # Tasks one worker runs at once (they wait on the LLM or on Chromium, not on the CPU).
-    worker_concurrency: int = Field(default=8, gt=0)
+    # Tutor answers one worker process streams at once: they wait on the model, not the CPU, so
+    # a process holds hundreds (its LLM connection pool is this size too). Grading runs
+    # SANDBOX_MAX_CONCURRENCY at once, in its own worker process (docs/architecture.md).
+    chat_concurrency: int = Field(default=256, gt=0)
+    # The worker's event loop watchdog warns, with a stack, when the loop is held up this long.
+    worker_loop_blocked_warn_ms: float = Field(default=100, gt=0)
     task_lease_ttl_s: float = Field(default=30, gt=0)
     task_reconcile_interval_s: float = Field(default=10, gt=0)
     task_max_attempts: int = Field(default=5, gt=0)

@@ -23,9 +23,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(args: list[str], *, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only us) that dies when we do."""
-    return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]
+def spawn(
+    args: list[str], *, env: dict[str, str] | None = None, own_session: bool = True, **kwargs: object
+) -> subprocess.Popen[bytes]:
+    """Start a child that dies when we do, in its own session (Ctrl-C reaches only us) unless told otherwise."""
+    return subprocess.Popen(args, env=env, start_new_session=own_session, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
 def stop(process: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> int | None:

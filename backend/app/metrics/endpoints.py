@@ -8,11 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.chat.metrics import TOKENS_KEY
+from app.chat.keys import TOKENS_KEY
 from app.metrics import latency
 from app.metrics import registry as m
-from app.models import Task, TaskKind
-from app.worker.progress import METRICS_KEY
+from app.models import Task
+from app.tasks.keys import METRICS_KEY
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +39,7 @@ async def metrics(request: Request) -> Response:
         if field.startswith("duplicate_deliveries:"):
             m.duplicate_deliveries.labels(field.partition(":")[2]).set(int(value))
     shared = CollectorRegistry()
-    shared.register(_Families(await latency.collect(state.redis, [str(kind) for kind in TaskKind])))
+    shared.register(_Families(await latency.collect(state.redis, state.registry.names)))
     return Response(generate_latest(m.registry) + generate_latest(shared), media_type=CONTENT_TYPE_LATEST)
 
 

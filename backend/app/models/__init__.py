@@ -2,7 +2,7 @@
 
 from app.models.chat_message import ChatMessage, ChatRole
 from app.models.submission import Submission
-from app.models.task import TERMINAL_STATES, Task, TaskKind, TaskState
+from app.models.task import TERMINAL_STATES, Task, TaskState
 from app.models.user import User
 
-__all__ = ["TERMINAL_STATES", "ChatMessage", "ChatRole", "Submission", "Task", "TaskKind", "TaskState", "User"]
+__all__ = ["TERMINAL_STATES", "ChatMessage", "ChatRole", "Submission", "Task", "TaskState", "User"]

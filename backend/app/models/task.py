@@ -9,11 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, UTCDateTime, utcnow
 
 
-class TaskKind(StrEnum):
-    CHAT = "chat"
-    SUBMISSION = "submission"
-
-
 class TaskState(StrEnum):
     QUEUED = "QUEUED"
     STARTED = "STARTED"
@@ -42,7 +37,7 @@ class Task(Base):
 
     task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     participant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.participant_id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # a name from the registry (app/task_kinds.py)
     state: Mapped[str] = mapped_column(String(16), default=TaskState.QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     stage: Mapped[str | None] = mapped_column(String(64))

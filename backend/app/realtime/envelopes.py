@@ -7,6 +7,7 @@ the history entry is written: `encode_body` makes the JSON without `id`, and `at
 """
 
 import json
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -100,6 +101,22 @@ def stream_id_key(envelope_id: str) -> tuple[int, int]:
     """A sortable key for a Redis stream id `<ms>-<seq>`; raises ValueError when malformed."""
     ms, _, seq = envelope_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def id_ahead(after: str | None, *, headroom_ms: int) -> str:
+    """A stream id to ask the publisher for: `headroom_ms` ahead of the clock, and after `after`.
+
+    A publisher that must record an envelope's id before publishing it (the terminal state is
+    committed first, SPEC §5.6) asks for such an id; the history accepts it unless something
+    newer reached the stream meanwhile, which the headroom makes rare (the publisher then takes
+    the next free id). Ids order a user's history; they are not read as times.
+    """
+    ms = int(time.time() * 1000) + headroom_ms
+    if after is not None:
+        after_ms, after_seq = stream_id_key(after)
+        if after_ms >= ms:
+            return f"{after_ms}-{after_seq + 1}"
+    return f"{ms}-0"
 
 
 def is_stream_id(value: object) -> bool:

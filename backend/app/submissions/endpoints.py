@@ -1,10 +1,14 @@
-from fastapi import APIRouter, Response, status
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, SubmissionSubmitter
+from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
 from app.submissions import service
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
+from app.submissions.tasks import SUBMISSION
 from app.tasks.schemas import TaskAccepted
 
 router = APIRouter(tags=["submissions"])
@@ -18,7 +22,7 @@ router = APIRouter(tags=["submissions"])
 )
 async def submit_code(
     request: SubmissionRequest,
-    participant_id: SubmissionSubmitter,
+    participant_id: Annotated[uuid.UUID, Depends(admitted_submitter(SUBMISSION))],
     session: SessionDep,
     dispatcher: DispatcherDep,
     response: Response,

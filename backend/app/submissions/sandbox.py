@@ -15,7 +15,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from app.exercises.schemas import Action, CodeFiles, Exercise, InteractionCheckpoint
 from app.submissions.checks import READER_JS, ValueCheck, reader_spec, verdict
-from app.worker.retry import PermanentError
+from app.tasks.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,30 @@
-"""Celery adapters for submissions: thin, named `submissions.<verb>`, arguments are ids."""
+"""The grader's task kind: one submission, graded checkpoint by checkpoint in a sandboxed Chromium."""
 
-import uuid
-
-from app.core.logging import log_context_bound
-from app.models import TaskKind
-from app.submissions import service
-from app.tasks.dispatch import TASK_NAMES
-from app.worker.celery_app import celery_app
-from app.worker.resources import get_resources
+from app.core.config import Settings
+from app.realtime.envelopes import EnvelopeType
+from app.submissions.schemas import SubmissionRequest
+from app.tasks.registry import KindLimits, TaskKindSpec
 
 
-@celery_app.task(name=TASK_NAMES[TaskKind.SUBMISSION])
-def grade(task_id: str) -> None:
-    """Grade one submission in the sandbox."""
-    resources = get_resources()
-    with log_context_bound(task_id=task_id):
-        resources.run(service.grade(resources, uuid.UUID(task_id)))
+def _limits(settings: Settings) -> KindLimits:
+    # Grading is CPU work in a browser: as many at once as the Chromium pool has contexts. The
+    # sandbox enforces its own page time limit; these are the backstops around it.
+    budget = settings.sandbox_queue_timeout_s + settings.sandbox_timeout_s
+    return KindLimits(
+        concurrency=settings.sandbox_max_concurrency,
+        soft_time_limit_s=budget + 30,
+        hard_time_limit_s=budget + 60,
+    )
+
+
+SUBMISSION = TaskKindSpec(
+    name="submission",
+    task_name="submissions.grade",
+    queue="submissions",
+    input_model=SubmissionRequest,
+    result_type=EnvelopeType.SUBMISSION_RESULT,
+    progress_type=EnvelopeType.SUBMISSION_PROGRESS,
+    handler="app.submissions.handler:Grader",
+    limits=_limits,
+    timeout_message="grading took too long; please submit again",
+)

@@ -13,7 +13,8 @@ from redis.exceptions import RedisError
 from app.core.errors import ServiceUnavailable
 from app.core.rate_limit import parse_limit, raise_if_over
 from app.metrics.registry import submits_shed
-from app.tasks.dispatch import RETRY_AFTER_S, TASK_QUEUES, queue_unavailable
+from app.tasks.dispatch import RETRY_AFTER_S, queue_unavailable
+from app.tasks.registry import TaskRegistry
 
 # The queue first: a shed submit does not use up the user's budget. Celery's Redis transport
 # keeps a queue's waiting messages in a list of the queue's name; what workers hold is not in it.
@@ -35,8 +36,9 @@ class Overloaded(ServiceUnavailable):
 class SubmitAdmission:
     """Refuses a submit over SUBMIT_RATE_LIMIT (429) or while its queue is full (503 `overloaded`)."""
 
-    def __init__(self, client: aioredis.Redis, *, rate_limit: str, max_backlog: int):
+    def __init__(self, client: aioredis.Redis, registry: TaskRegistry, *, rate_limit: str, max_backlog: int):
         self._admit = client.register_script(_ADMIT)
+        self._registry = registry
         self._limit, self._window_s = parse_limit(rate_limit)
         self._max_backlog = max_backlog
 
@@ -46,7 +48,7 @@ class SubmitAdmission:
         The count lives in the broker's Redis: if that does not answer, the task could not be
         enqueued either, so the submit is refused (503 `queue_unavailable`) before anything is written.
         """
-        keys = [f"ratelimit:submit:{participant_id}", TASK_QUEUES[kind]]
+        keys = [f"ratelimit:submit:{participant_id}", self._registry[kind].queue]
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 count, ttl_ms = await self._admit(keys=keys, args=[self._window_s * 1000, self._max_backlog])

@@ -1,14 +1,25 @@
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, error_responses
 from app.deps import CurrentParticipant, DispatcherDep, PublisherDep, RedisDep, SessionDep
-from app.models import TaskKind, TaskState
+from app.models import TaskState
 from app.tasks import service
 from app.tasks.schemas import TaskStatus
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+
+async def _task_id(
+    task_id: Annotated[str, Path(description="the id from the 202, in any case, hyphens optional")],
+) -> uuid.UUID:
+    return service.parse_task_id(task_id)
+
+
+# Parsed once, here: past this point a task id is a UUID, so every key and query spells it the same.
+TaskIdPath = Annotated[uuid.UUID, Depends(_task_id)]
 
 
 @router.get("", response_model=list[TaskStatus], responses=error_responses(NotAuthenticated))
@@ -16,7 +27,7 @@ async def list_tasks(
     participant_id: CurrentParticipant,
     session: SessionDep,
     state: TaskState | None = None,
-    kind: TaskKind | None = None,
+    kind: Annotated[str | None, Query(max_length=32, description="a task kind, e.g. chat")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[TaskStatus]:
     """The caller's most recent tasks, newest first, optionally by state and kind."""
@@ -24,7 +35,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskStatus, responses=error_responses(NotAuthenticated, NotFound))
-async def get_task(task_id: str, participant_id: CurrentParticipant, session: SessionDep) -> TaskStatus:
+async def get_task(participant_id: CurrentParticipant, task_id: TaskIdPath, session: SessionDep) -> TaskStatus:
     """One of the caller's tasks, as the database knows it; 404 for unknown or foreign ids."""
     return await service.get_status(session, task_id, participant_id)
 
@@ -36,12 +47,12 @@ async def get_task(task_id: str, participant_id: CurrentParticipant, session: Se
     responses=error_responses(NotAuthenticated, NotFound, Conflict),
 )
 async def cancel_task(
-    task_id: str,
     participant_id: CurrentParticipant,
+    task_id: TaskIdPath,
     session: SessionDep,
     redis: RedisDep,
     publisher: PublisherDep,
     dispatcher: DispatcherDep,
 ) -> TaskStatus:
-    """Cancel a queued or running task; a running one stops at its next checkpoint. 409 if it already ended."""
+    """Cancel a queued or running task; a running one stops within moments. 409 if it already ended."""
     return await service.cancel(session, redis, publisher, dispatcher, task_id, participant_id)

@@ -1,6 +1,7 @@
 """SQL for tasks. Never commits; every read for a client filters by owner."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -67,9 +68,33 @@ def forget_idempotency_key(session: Session, task_id: uuid.UUID) -> None:
     session.execute(update(Task).where(Task.task_id == task_id).values(idempotency_key=None))
 
 
-def claim(session: Session, task_id: uuid.UUID, attempt: int) -> bool:
-    """Mark the task STARTED by the execution holding fencing token `attempt`; False when it is finished."""
-    result = session.execute(
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What an execution needs of the task it has just claimed."""
+
+    task_id: uuid.UUID
+    participant_id: uuid.UUID
+    kind: str
+    input: dict[str, Any]
+    created_at: datetime
+    resumed: bool  # an earlier execution claimed it first
+
+
+def claim(
+    session: Session, task_id: uuid.UUID, attempt: int, *, last_event_id: str | None = None
+) -> ClaimedTask | None:
+    """Mark the task STARTED by the execution holding fencing token `attempt`; None when it is missing or finished.
+
+    `last_event_id` is the id the execution's `task_status STARTED` envelope is about to get.
+    """
+    row = session.execute(
+        select(Task.participant_id, Task.kind, Task.input, Task.created_at, Task.attempt, Task.state).where(
+            Task.task_id == task_id
+        )
+    ).one_or_none()
+    if row is None or TaskState(row.state).is_terminal:
+        return None
+    claimed = session.execute(
         update(Task)
         .where(Task.task_id == task_id, Task.state.in_([str(s) for s in _NOT_TERMINAL]))
         .values(
@@ -77,9 +102,12 @@ def claim(session: Session, task_id: uuid.UUID, attempt: int) -> bool:
             attempt=attempt,
             started_at=func.coalesce(Task.started_at, utcnow()),
             stage="started",
+            last_event_id=last_event_id,
         )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        return None
+    return ClaimedTask(task_id, row.participant_id, row.kind, row.input, row.created_at, resumed=row.attempt > 0)
 
 
 def record_progress(session: Session, task_id: uuid.UUID, attempt: int, stage: str, progress: float) -> None:
@@ -99,10 +127,12 @@ def finish(
     error: dict[str, Any] | None = None,
     attempt: int | None = None,
     finished_at: datetime | None = None,
+    last_event_id: str | None = None,
 ) -> bool:
     """Write the terminal state once; False (and nothing written) when the task already has one.
 
-    With `attempt`, only the execution holding that fencing token may write it.
+    With `attempt`, only the execution holding that fencing token may write it. `last_event_id`
+    is the id the terminal envelope is about to be published with.
     """
     assert state.is_terminal
     query = update(Task).where(Task.task_id == task_id, Task.state.not_in([str(s) for s in TERMINAL_STATES]))
@@ -116,6 +146,7 @@ def finish(
             progress=1.0 if state == TaskState.SUCCESS else Task.progress,
             stage="done" if state == TaskState.SUCCESS else str(state).lower(),
             finished_at=finished_at or utcnow(),
+            **({"last_event_id": last_event_id} if last_event_id is not None else {}),
         )
     )
     return bool(outcome.rowcount)  # type: ignore[attr-defined]

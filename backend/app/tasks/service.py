@@ -16,24 +16,27 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict, NotFound
 from app.db.base import utcnow
 from app.models import TaskState
-from app.realtime.envelopes import EnvelopeType
+from app.realtime.envelopes import EnvelopeType, id_ahead
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks import repository
 from app.tasks.dispatch import TaskDispatcher, queue_unavailable
+from app.tasks.keys import cancel_key
 from app.tasks.schemas import TaskStatus
-from app.worker.lease import cancel_key
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _CANCEL_FLAG_TTL_S = 7 * 24 * 3600
+# As in tasks/runner.py: the CANCELLED envelope's id is recorded in the same commit as the state.
+CANCEL_ID_HEADROOM_MS = 500
 
 
 def _not_found() -> NotFound:
     return NotFound("no such task", code="task_not_found")
 
 
-def _parse_id(task_id: str) -> uuid.UUID:
+def parse_task_id(task_id: str) -> uuid.UUID:
+    """A task id as clients may spell it (any case, with or without hyphens); a malformed one is a 404."""
     try:
         return uuid.UUID(task_id)
     except ValueError:
@@ -109,9 +112,9 @@ async def accept(
     return task_id
 
 
-async def get_status(session: AsyncSession, task_id: str, participant_id: uuid.UUID) -> TaskStatus:
-    """The caller's task; a malformed, unknown or another user's id are all the same 404."""
-    task = await session.run_sync(repository.get_owned, _parse_id(task_id), participant_id)
+async def get_status(session: AsyncSession, task_id: uuid.UUID, participant_id: uuid.UUID) -> TaskStatus:
+    """The caller's task; an unknown or another user's id are the same 404."""
+    task = await session.run_sync(repository.get_owned, task_id, participant_id)
     if task is None:
         raise _not_found()
     return TaskStatus.model_validate(task)
@@ -130,12 +133,11 @@ async def cancel(
     redis: aioredis.Redis,
     publisher: AsyncEnvelopePublisher,
     dispatcher: TaskDispatcher,
-    task_id: str,
+    task_id: uuid.UUID,
     participant_id: uuid.UUID,
 ) -> TaskStatus:
     """Cancel a queued or running task: CANCELLED once, one `task_status` envelope, nothing after it."""
-    parsed_id = _parse_id(task_id)
-    task = await session.run_sync(repository.get_owned, parsed_id, participant_id)
+    task = await session.run_sync(repository.get_owned, task_id, participant_id)
     if task is None:
         raise _not_found()
     if TaskState(task.state).is_terminal:
@@ -143,18 +145,24 @@ async def cancel(
     # The flag first: from now on the running execution's publishes are refused, so nothing
     # it sends can follow the CANCELLED envelope below.
     await redis.set(cancel_key(task_id), "1", ex=_CANCEL_FLAG_TTL_S)
-    cancelled = await session.run_sync(repository.finish, parsed_id, TaskState.CANCELLED)
+    event_id = id_ahead(task.last_event_id, headroom_ms=CANCEL_ID_HEADROOM_MS)
+    cancelled = await session.run_sync(repository.finish, task_id, TaskState.CANCELLED, last_event_id=event_id)
     await session.commit()
     if not cancelled:
         raise Conflict("the task ended before it could be cancelled", code="task_finished")
-    envelope_id = await publisher.publish(
-        str(participant_id), EnvelopeType.TASK_STATUS, str(parsed_id), {"state": TaskState.CANCELLED}
+    published_id = await publisher.publish(
+        str(participant_id),
+        EnvelopeType.TASK_STATUS,
+        str(task_id),
+        {"state": TaskState.CANCELLED},
+        envelope_id=event_id,
     )
-    await session.run_sync(repository.set_last_event_id, parsed_id, envelope_id)
-    await session.commit()
+    if published_id != event_id:
+        await session.run_sync(repository.set_last_event_id, task_id, published_id)
+        await session.commit()
     try:
-        await dispatcher.revoke(parsed_id)
+        await dispatcher.revoke(task_id)
     except Exception:
         logger.warning("revoke failed; the worker will skip the cancelled task anyway", exc_info=True)
-    task = await session.run_sync(repository.get_owned, parsed_id, participant_id)
+    task = await session.run_sync(repository.get_owned, task_id, participant_id)
     return TaskStatus.model_validate(task)

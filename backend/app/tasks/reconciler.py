@@ -31,12 +31,12 @@ from app.db.base import utcnow
 from app.db.session import create_sync_engine, sync_sessionmaker
 from app.tasks import repository
 from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, task_id_of_queued, task_id_of_unacked
-from app.tasks.dispatch import DISPATCHED_KEY, TASK_QUEUES, dispatch_sync
-from app.worker.lease import lease_key
+from app.tasks.dispatch import dispatch_sync
+from app.tasks.keys import DISPATCHED_KEY, RECONCILER_LOCK_KEY, lease_key
+from app.tasks.registry import TaskRegistry
 
 logger = logging.getLogger(__name__)
 
-LOCK_KEY = "taskwire:reconciler:lock"
 # A QUEUED row younger than this may still be on its way to the broker.
 QUEUED_GRACE_S = 5.0
 DISPATCHED_RETENTION_S = 2 * 24 * 3600
@@ -47,9 +47,10 @@ VANISHED_SCAN_LIMIT = 5000
 class Reconciler:
     """Finds tasks no worker will ever finish and hands them out again."""
 
-    def __init__(self, settings: Settings, app: Celery):
+    def __init__(self, settings: Settings, app: Celery, registry: TaskRegistry):
         self._settings = settings
         self._app = app
+        self._registry = registry
         self._engine = create_sync_engine(settings.database_url)
         self._sessions = sync_sessionmaker(self._engine)
         self._redis = create_sync_redis(settings.required_redis_url, max_connections=2)
@@ -84,7 +85,7 @@ class Reconciler:
     def reconcile_once(self) -> tuple[int, int]:
         """One pass (if this process holds the lock); returns (orphans re-queued, lost tasks re-sent)."""
         lock_ms = int(self._settings.task_reconcile_interval_s * 1000 * 0.9)
-        if not self._redis.set(LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
+        if not self._redis.set(RECONCILER_LOCK_KEY, self._token, nx=True, px=max(lock_ms, 100)):
             return 0, 0
         orphans = self._requeue_orphans()
         with self._sessions() as session:
@@ -102,7 +103,7 @@ class Reconciler:
             return 0
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in running:
-                pipe.exists(lease_key(str(task_id)))
+                pipe.exists(lease_key(task_id))
             leased = pipe.execute()
         count = 0
         for task_id, has_lease in zip(running, leased, strict=True):
@@ -114,7 +115,7 @@ class Reconciler:
                 kind = task.kind if task is not None else None
             if requeued and kind is not None:
                 logger.warning("task's worker died; handing it out again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
                 count += 1
         return count
 
@@ -129,7 +130,7 @@ class Reconciler:
         for (task_id, kind), score in zip(queued, scores, strict=True):
             if score is None or score < stale_before:
                 logger.warning("broker lost a queued task; sending it again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
                 count += 1
         return count
 
@@ -162,7 +163,7 @@ class Reconciler:
             logger.warning(
                 "a worker took the task and died before claiming it; sending it again", extra={"task_id": str(task_id)}
             )
-            dispatch_sync(self._app, self._redis, kind, str(task_id))
+            dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
         return len(unclaimed)
 
     def _resend_vanished(self, queued: list[tuple[uuid.UUID, str]]) -> int:
@@ -175,7 +176,7 @@ class Reconciler:
         if not queued:
             return 0
         waiting: set[str | None] = set()
-        for queue in TASK_QUEUES.values():
+        for queue in self._registry.queues:
             if self._redis.llen(queue) > VANISHED_SCAN_LIMIT:
                 return 0
             waiting |= {task_id_of_queued(raw) for raw in self._redis.lrange(queue, 0, -1)}
@@ -186,7 +187,7 @@ class Reconciler:
         for (task_id, kind), score in zip(queued, scores, strict=True):
             if score is not None and score < settled_before and str(task_id) not in present:
                 logger.warning("the task's message vanished; sending it again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, kind, str(task_id))
+                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
                 count += 1
         return count
 
@@ -194,11 +195,11 @@ class Reconciler:
 _reconciler: Reconciler | None = None
 
 
-def start_reconciler(settings: Settings, app: Celery) -> None:
+def start_reconciler(settings: Settings, app: Celery, registry: TaskRegistry) -> None:
     """Start this worker's reconciler thread (the main process only)."""
     global _reconciler
     if _reconciler is None:
-        _reconciler = Reconciler(settings, app)
+        _reconciler = Reconciler(settings, app, registry)
         _reconciler.start()
 
 

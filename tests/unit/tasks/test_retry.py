@@ -1,6 +1,7 @@
 import pytest
 
-from app.worker.retry import PermanentError, RetryPolicy, TransientError, call_with_retries
+from app.tasks.errors import PermanentError, TransientError
+from app.tasks.retry import RetryPolicy, call_with_retries
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

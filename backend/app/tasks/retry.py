@@ -6,29 +6,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from app.tasks.errors import PermanentError, TransientError
+
 T = TypeVar("T")
 
 # However long a server asks us to wait, a learner should not wait longer than this per try.
 RETRY_AFTER_CAP_S = 60.0
-
-
-class TransientError(Exception):
-    """A failure worth retrying (rate limited, 5xx, timeout); `retry_after_s` when the server said."""
-
-    def __init__(self, code: str, message: str, *, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-class PermanentError(Exception):
-    """A failure retrying cannot fix: the task ends FAILURE with this code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""The tutor's handler (worker side): the prompt from the conversation, the model's answer streamed, the answer kept."""
+
+import functools
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.chat import repository
+from app.chat.keys import TOKENS_KEY
+from app.chat.llm import ChatMessages, ChatProvider, OfflineProvider, OpenAICompatibleProvider
+from app.chat.prompt import build_prompt, choose_model
+from app.chat.schemas import ChatRequest
+from app.core.config import Settings
+from app.exercises.repository import all_exercises
+from app.models import ChatRole
+from app.tasks.contract import HandlerResources, Job, Outcome
+from app.tasks.retry import RetryPolicy, call_with_retries
+
+
+def create_provider(settings: Settings) -> ChatProvider:
+    """The configured OpenAI-compatible model, or the offline tutor when none is."""
+    if settings.llm_base_url:
+        return OpenAICompatibleProvider(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            connect_timeout_s=settings.llm_connect_timeout_s,
+            read_timeout_s=settings.llm_read_timeout_s,
+            max_connections=settings.chat_concurrency,
+        )
+    return OfflineProvider(delay_ms=settings.llm_offline_delay_ms)
+
+
+class ChatAnswerer:
+    """Answers learner questions; one per worker process, sharing one LLM connection pool."""
+
+    def __init__(self, resources: HandlerResources):
+        self._settings = resources.settings
+        self._db = resources.db
+        self._provider = create_provider(resources.settings)
+        self._retry = RetryPolicy(
+            self._settings.task_retry_attempts,
+            self._settings.task_retry_base_delay_s,
+            self._settings.task_retry_max_delay_s,
+        )
+
+    async def __call__(self, job: Job[ChatRequest]) -> Outcome:
+        """Stream the answer to the learner; the Outcome stores it with the prompt it came from."""
+        settings = self._settings
+        prompt = await self._prompt_for(job)
+        model = "offline" if self._provider.offline else self._model_for(prompt)
+        usage: dict[str, Any] = {}
+
+        async def stream_once(attempt: int) -> list[str]:
+            if attempt > 1 or job.resumed:
+                # A try (or an earlier execution) broke off mid-answer: the client drops what it showed.
+                job.report.reset()
+            usage.clear()
+            pieces: list[str] = []
+            async for piece in self._provider.stream(prompt, model=model, usage=usage):
+                pieces.append(piece)
+                job.report.delta(piece)
+            return pieces
+
+        pieces = await call_with_retries(
+            stream_once, self._retry, on_retry=job.report.retrying, exhausted_code="llm_unavailable"
+        )
+        answer = "".join(pieces)
+        result = {
+            "message": answer,
+            "model": model,
+            "usage": usage or None,
+            "raw_prompt_to_llm": prompt if settings.chat_expose_prompt else None,
+        }
+        tokens = {
+            f"{model}:{kind}": usage[kind]
+            for kind in ("prompt_tokens", "completion_tokens")
+            if isinstance(usage.get(kind), int)
+        }
+        return Outcome(
+            result=result,
+            persist=functools.partial(_store_answer, job=job, answer=answer, model=model, usage=usage, prompt=prompt),
+            tallies={TOKENS_KEY: tokens} if tokens else {},
+        )
+
+    async def aclose(self) -> None:
+        """Close the LLM connection pool."""
+        if isinstance(self._provider, OpenAICompatibleProvider):
+            await self._provider.aclose()
+
+    async def _prompt_for(self, job: Job[ChatRequest]) -> ChatMessages:
+        request = job.input
+        turns = await self._db.read(
+            repository.turns_before_task, job.participant_id, job.task_id, self._settings.chat_history_turns
+        )
+        exercise = all_exercises().get(str(request.content_id)) if request.mode == "test" else None
+        return build_prompt(
+            request.model_dump(mode="json"), turns, exercise, history_chars=self._settings.chat_history_chars
+        )
+
+    def _model_for(self, prompt: ChatMessages) -> str:
+        settings = self._settings
+        return choose_model(
+            prompt,
+            threshold_chars=settings.llm_routing_threshold_chars,
+            fast=settings.llm_model_fast,
+            strong=settings.llm_model_strong,
+        )
+
+
+def _store_answer(
+    session: Session, *, job: Job[ChatRequest], answer: str, model: str, usage: dict[str, Any], prompt: ChatMessages
+) -> None:
+    repository.add_message(
+        session,
+        job.participant_id,
+        job.task_id,
+        ChatRole.ASSISTANT,
+        answer,
+        model=model,
+        usage=usage or None,
+        raw_prompt_to_llm=prompt,
+    )

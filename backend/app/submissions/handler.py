@@ -1,0 +1,42 @@
+"""The grader's handler (worker side): a submission graded in the sandbox, its grade kept."""
+
+from sqlalchemy.orm import Session
+
+from app.exercises.repository import all_exercises
+from app.exercises.schemas import CodeFiles
+from app.submissions import repository
+from app.submissions.sandbox import SandboxPool
+from app.submissions.schemas import SubmissionRequest
+from app.tasks.contract import HandlerResources, Job, Outcome
+from app.tasks.errors import PermanentError
+
+
+class Grader:
+    """Grades submissions; one per worker process, with its Chromium pool (started on the first one)."""
+
+    def __init__(self, resources: HandlerResources):
+        settings = resources.settings
+        self._sandbox = SandboxPool(
+            chromium_path=settings.chromium_path,
+            max_concurrency=settings.sandbox_max_concurrency,
+            queue_timeout_s=settings.sandbox_queue_timeout_s,
+            timeout_s=settings.sandbox_timeout_s,
+        )
+
+    async def __call__(self, job: Job[SubmissionRequest]) -> Outcome:
+        """Grade the code, reporting each checkpoint; graded is success, whether or not the code passed."""
+        exercise_id = job.input.exercise_id
+        exercise = all_exercises().get(exercise_id)
+        if exercise is None:
+            raise PermanentError("exercise_not_found", f"the exercise {exercise_id!r} no longer exists")
+        code = CodeFiles.model_validate(job.input.code.model_dump())
+        result = (await self._sandbox.grade(exercise, code, job.report.progress)).as_result()
+
+        def store_grade(session: Session) -> None:
+            repository.record_grade(session, job.task_id, result)
+
+        return Outcome(result=result, persist=store_grade)
+
+    async def aclose(self) -> None:
+        """Stop the browser."""
+        await self._sandbox.close()

@@ -1,0 +1,30 @@
+"""Every Redis key of the task lifecycle, in one place: ops code reads them without the code that writes them.
+
+Keys that name a task take its `uuid.UUID`, so every process spells a task id the same way
+(the canonical lower-case, hyphenated form), whatever spelling a client used.
+"""
+
+import uuid
+
+# Task ids handed to the broker and not yet picked up by a worker. It lives in the broker's
+# Redis, so whatever the broker loses (a restart without persistence) this loses too: a
+# QUEUED task missing from it is one no worker will ever receive, and is dispatched again.
+DISPATCHED_KEY = "taskwire:dispatched"
+# Counters every worker adds to (duplicate deliveries, by reason), read by /metrics.
+METRICS_KEY = "taskwire:metrics"
+RECONCILER_LOCK_KEY = "taskwire:reconciler:lock"
+
+
+def lease_key(task_id: uuid.UUID) -> str:
+    """The key whose value is the fencing token of the execution that owns the task."""
+    return f"task:lease:{task_id}"
+
+
+def fence_key(task_id: uuid.UUID) -> str:
+    """The counter that hands out fencing tokens: each execution of a task gets a larger one."""
+    return f"task:fence:{task_id}"
+
+
+def cancel_key(task_id: uuid.UUID) -> str:
+    """The key that marks a task as cancelled for its running execution."""
+    return f"task:cancelled:{task_id}"
