@@ -71,6 +71,8 @@ class System:
 @dataclass
 class Timings:
     intended: dict[str, float] = field(default_factory=dict)
+    accepted: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
     first: dict[str, float] = field(default_factory=dict)
     done: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -135,7 +137,9 @@ async def _read(ws: ClientConnection, timings: Timings, finished: asyncio.Event,
                 continue
             task_id = frame.get("task_id")
             now = time.perf_counter()
-            if kind == "chat_delta" and frame["data"].get("delta") and task_id not in timings.first:
+            if kind == "task_status" and frame["data"].get("state") == "STARTED":
+                timings.started.setdefault(task_id, now)
+            elif kind == "chat_delta" and frame["data"].get("delta") and task_id not in timings.first:
                 timings.first[task_id] = now
             elif kind == "chat_result":
                 timings.done[task_id] = now
@@ -218,6 +222,7 @@ async def run_level(
                 errors += 1
             else:
                 timings.intended[task_id] = at
+                timings.accepted[task_id] = time.perf_counter()
 
         start = time.perf_counter() + 0.2
         asks = []
@@ -239,6 +244,8 @@ async def run_level(
     for reader in readers:
         reader.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    accepts = [timings.accepted[t] - at for t, at in timings.intended.items()]
+    starts = [timings.started[t] - at for t, at in timings.intended.items() if t in timings.started]
     firsts = [timings.first[t] - at for t, at in timings.intended.items() if t in timings.first]
     wholes = [
         timings.done[t] - at for t, at in timings.intended.items() if t in timings.done and t not in timings.failed
@@ -250,6 +257,8 @@ async def run_level(
         "answered": len(wholes),
         "errors": errors + len(timings.failed) + missing,
         "error_codes": sorted(set(timings.failed.values())),
+        "accepted": (percentile_ms(accepts, 50) / 1000, percentile_ms(accepts, 99) / 1000),
+        "started": (percentile_ms(starts, 50) / 1000, percentile_ms(starts, 99) / 1000),
         "first": (percentile_ms(firsts, 50) / 1000, percentile_ms(firsts, 99) / 1000),
         "whole": (percentile_ms(wholes, 50) / 1000, percentile_ms(wholes, 99) / 1000),
         "llm_peak": peak,

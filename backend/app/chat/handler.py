@@ -3,7 +3,7 @@
 import functools
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from app.chat import repository
 from app.chat.keys import TOKENS_KEY
@@ -108,10 +108,16 @@ class ChatAnswerer:
 
 
 def _store_answer(
-    session: Session, *, job: Job[ChatRequest], answer: str, model: str, usage: dict[str, Any], prompt: ChatMessages
+    connection: Connection,
+    *,
+    job: Job[ChatRequest],
+    answer: str,
+    model: str,
+    usage: dict[str, Any],
+    prompt: ChatMessages,
 ) -> None:
     repository.add_message(
-        session,
+        connection,
         job.participant_id,
         job.task_id,
         ChatRole.ASSISTANT,

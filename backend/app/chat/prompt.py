@@ -1,11 +1,11 @@
 """What the tutor model is told: a Socratic system prompt, recent conversation, the learner's code."""
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from app.chat.llm import ChatMessages
 from app.exercises.schemas import Exercise
-from app.models import ChatMessage
 
 TUTOR_SYSTEM_PROMPT = """You are a patient programming tutor for beginners learning HTML, CSS and JavaScript.
 - Guide, do not solve: ask a question or give one hint that moves the learner one step forward.
@@ -17,9 +17,19 @@ TUTOR_SYSTEM_PROMPT = """You are a patient programming tutor for beginners learn
 _CONTEXT_FIELD_CHARS = 20_000
 
 
+class PastTurn(Protocol):
+    """An earlier message of the conversation: a stored row, or the worker's lighter tuple."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+
 def build_prompt(
     request: dict[str, Any],
-    history: list[ChatMessage],
+    history: Sequence[PastTurn],
     exercise: Exercise | None,
     *,
     history_chars: int,
@@ -50,7 +60,7 @@ def choose_model(messages: ChatMessages, *, threshold_chars: int, fast: str, str
     return fast if routing_size(messages) < threshold_chars else strong
 
 
-def _recent_turns(history: list[ChatMessage], budget: int) -> ChatMessages:
+def _recent_turns(history: Sequence[PastTurn], budget: int) -> ChatMessages:
     """The newest turns (history is oldest first) that fit in `budget` characters."""
     kept: ChatMessages = []
     for message in reversed(history):

@@ -1,17 +1,33 @@
 """SQL for chat messages. Never commits."""
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
-from app.db.base import table_of
+from app.db.base import Executor, table_of
 from app.models import ChatMessage, ChatRole
+
+_ADD_MESSAGE = insert(table_of(ChatMessage))
+_TURNS_BEFORE_TASK = (
+    select(ChatMessage.role, ChatMessage.content)
+    .where(ChatMessage.participant_id == bindparam("pid"))
+    .where(or_(ChatMessage.task_id.is_(None), ChatMessage.task_id != bindparam("tid")))
+    .order_by(ChatMessage.id.desc())
+    .limit(bindparam("turns"))
+)
+
+
+class Turn(NamedTuple):
+    """One earlier turn of the conversation, as the prompt needs it."""
+
+    role: str
+    content: str
 
 
 def add_message(
-    session: Session,
+    db: Executor,
     participant_id: uuid.UUID,
     task_id: uuid.UUID | None,
     role: ChatRole,
@@ -21,30 +37,25 @@ def add_message(
     usage: dict[str, Any] | None = None,
     raw_prompt_to_llm: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Insert one turn of the conversation (a Core insert: the question is written on every submit)."""
-    session.execute(
-        insert(table_of(ChatMessage)).values(
-            participant_id=participant_id,
-            task_id=task_id,
-            role=role,
-            content=content,
-            model=model,
-            usage=usage,
-            raw_prompt_to_llm=raw_prompt_to_llm,
-        )
+    """Insert one turn of the conversation (a prebuilt Core insert: every submit and answer writes one)."""
+    db.execute(
+        _ADD_MESSAGE,
+        {
+            "participant_id": participant_id,
+            "task_id": task_id,
+            "role": role,
+            "content": content,
+            "model": model,
+            "usage": usage,
+            "raw_prompt_to_llm": raw_prompt_to_llm,
+        },
     )
 
 
-def turns_before_task(session: Session, participant_id: uuid.UUID, task_id: uuid.UUID, limit: int) -> list[ChatMessage]:
-    """The participant's latest `limit` messages that belong to other tasks, oldest first."""
-    query = (
-        select(ChatMessage)
-        .where(ChatMessage.participant_id == participant_id)
-        .where(or_(ChatMessage.task_id.is_(None), ChatMessage.task_id != task_id))
-        .order_by(ChatMessage.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))[::-1]
+def turns_before_task(db: Executor, participant_id: uuid.UUID, task_id: uuid.UUID, limit: int) -> list[Turn]:
+    """The participant's latest `limit` turns that belong to other tasks, oldest first."""
+    rows = db.execute(_TURNS_BEFORE_TASK, {"pid": participant_id, "tid": task_id, "turns": limit})
+    return [Turn(row.role, row.content) for row in rows][::-1]
 
 
 def page(session: Session, participant_id: uuid.UUID, before_id: int | None, limit: int) -> list[ChatMessage]:

@@ -57,10 +57,10 @@ class Settings(BaseSettings):
     history_maxlen: int = Field(default=1000, gt=0)
     history_ttl_s: int = Field(default=24 * 3600, gt=0)
 
-    # Tutor answers one worker process streams at once: they wait on the model, not the CPU, so
-    # a process holds hundreds (its LLM connection pool is this size too). Grading runs
-    # SANDBOX_MAX_CONCURRENCY at once, in its own worker process (docs/architecture.md).
-    chat_concurrency: int = Field(default=256, gt=0)
+    # Tutor answers one worker process streams at once: they wait on the model, not the CPU, so a
+    # process holds hundreds (460 measured on 0.85 of a core, docs/scaling.md); its LLM connection
+    # pool is this size too. Grading runs SANDBOX_MAX_CONCURRENCY at once, in its own process.
+    chat_concurrency: int = Field(default=512, gt=0)
     # The worker's event loop watchdog warns, with a stack, when the loop is held up this long.
     worker_loop_blocked_warn_ms: float = Field(default=100, gt=0)
     task_lease_ttl_s: float = Field(default=30, gt=0)

@@ -53,9 +53,12 @@ def _prepare_sqlite(url: URL, engine: Engine) -> None:
 def create_sync_engine(url: str) -> Engine:
     """A synchronous engine with the pragmas and pool settings Taskwire relies on."""
     sync_url = sync_database_url(url)
-    engine = create_engine(sync_url, pool_pre_ping=True)
-    if sync_url.get_backend_name() == "sqlite":
-        _prepare_sqlite(sync_url, engine)
+    if sync_url.get_backend_name() != "sqlite":
+        # A ping per checkout finds the connections a PostgreSQL restart broke.
+        return create_engine(sync_url, pool_pre_ping=True)
+    # A SQLite file has no server to lose: a ping would be one more statement per step.
+    engine = create_engine(sync_url)
+    _prepare_sqlite(sync_url, engine)
     return engine
 
 

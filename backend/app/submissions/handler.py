@@ -1,6 +1,6 @@
 """The grader's handler (worker side): a submission graded in the sandbox, its grade kept."""
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from app.exercises.repository import all_exercises
 from app.exercises.schemas import CodeFiles
@@ -32,8 +32,8 @@ class Grader:
         code = CodeFiles.model_validate(job.input.code.model_dump())
         result = (await self._sandbox.grade(exercise, code, job.report.progress)).as_result()
 
-        def store_grade(session: Session) -> None:
-            repository.record_grade(session, job.task_id, result)
+        def store_grade(connection: Connection) -> None:
+            repository.record_grade(connection, job.task_id, result)
 
         return Outcome(result=result, persist=store_grade)
 

@@ -3,10 +3,10 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.base import table_of, utcnow
+from app.db.base import Executor, table_of, utcnow
 from app.models import Submission
 
 
@@ -21,11 +21,17 @@ def add_submission(
     )
 
 
-def record_grade(session: Session, task_id: uuid.UUID, result: dict[str, Any]) -> None:
-    session.execute(
-        update(Submission)
-        .where(Submission.task_id == task_id)
-        .values(passed=bool(result["passed"]), result=result, graded_at=utcnow())
+_RECORD_GRADE = (
+    update(Submission)
+    .where(Submission.task_id == bindparam("tid"))
+    .values(passed=bindparam("grade_passed"), result=bindparam("grade"), graded_at=bindparam("graded"))
+)
+
+
+def record_grade(db: Executor, task_id: uuid.UUID, result: dict[str, Any]) -> None:
+    """Store the grade with the submission (in the task's terminal transaction)."""
+    db.execute(
+        _RECORD_GRADE, {"tid": task_id, "grade_passed": bool(result["passed"]), "grade": result, "graded": utcnow()}
     )
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from app.core.config import Settings
-from app.db.threaded import ThreadedSessions
+from app.db.threaded import ThreadedDatabase
 from app.tasks.errors import TransientError
 
 InputT = TypeVar("InputT", bound=BaseModel)
@@ -58,7 +58,7 @@ class Outcome:
     result: dict[str, Any]  # the result envelope's `data`, also stored as the task's result
     # The feature's own rows, written in the same transaction as the terminal state, so the two
     # are committed together or not at all (and never by a superseded execution).
-    persist: Callable[[Session], None] | None = None
+    persist: Callable[[Connection], None] | None = None
     # Counters to add once the task has succeeded: Redis hash → field → amount.
     tallies: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
@@ -68,7 +68,7 @@ class HandlerResources:
     """What a handler factory receives in a worker process: settings and the database."""
 
     settings: Settings
-    db: ThreadedSessions
+    db: ThreadedDatabase
 
 
 class Handler(Protocol[InputT]):

@@ -48,6 +48,7 @@ class EnvelopeStream:
         delta_interval_s: float,
         write_progress: ProgressWriter,
         stopped: asyncio.Future[None],
+        opens_after: asyncio.Future[None] | None = None,
     ):
         self._publisher = publisher
         self._kind = kind
@@ -58,16 +59,21 @@ class EnvelopeStream:
         self._write_progress = write_progress
         self._text: list[str] = []
         self._queue: deque[tuple[EnvelopeType, dict[str, Any]]] = deque()
-        self._wakeup = asyncio.Event()  # something new to send
+        # What the sender rests on, and whether new text ends its rest (not while it lets text gather).
+        # A plain future and a timer per rest: this runs ~20 times a second per streaming task.
+        self._nudge: asyncio.Future[None] | None = None
+        self._nudged_by_text = True
         self._drained = asyncio.Event()  # nothing waits and nothing is being sent
         self._drained.set()
-        self._hurry = asyncio.Event()  # closing: stop letting text gather
+        self._hurry = False  # closing: stop letting text gather
         self._last_delta_at = -float("inf")
         self._last_progress_write = -float("inf")
         self._progress_writes: set[asyncio.Task[None]] = set()
         # The execution's stop signal, shared with its lease renewer: set when a publish fails
         # (LeaseLost, TaskCancelled, or the Redis error itself).
         self.stopped = stopped
+        # The envelope this stream must follow (the task's STARTED): nothing is sent before it is out.
+        self._opens_after = opens_after
         self.last_id: str | None = None  # the newest envelope this stream published
         self._sender = asyncio.create_task(self._send_forever(), name=f"envelopes-{task_id}")
 
@@ -78,7 +84,8 @@ class EnvelopeStream:
         if text:
             self._text.append(text)
             self._drained.clear()
-            self._wakeup.set()
+            if self._nudged_by_text:
+                self._nudge_sender()
 
     def reset(self) -> None:
         """Tell the client to discard the text so far."""
@@ -106,7 +113,8 @@ class EnvelopeStream:
 
     async def close(self) -> None:
         """Publish everything still waiting (at once), then stop; raises what stopped the sender, if anything."""
-        self._hurry.set()
+        self._hurry = True
+        self._nudge_sender()
         if not self._drained.is_set():
             drained: asyncio.Future[Any] = asyncio.ensure_future(self._drained.wait())
             await asyncio.wait([drained, self.stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -134,7 +142,7 @@ class EnvelopeStream:
         self._take_text()
         self._queue.append((envelope_type, data))
         self._drained.clear()
-        self._wakeup.set()
+        self._nudge_sender()
 
     def _take_text(self) -> None:
         if self._text:
@@ -147,22 +155,39 @@ class EnvelopeStream:
         if not write.cancelled() and write.exception() is not None:
             logger.warning("could not record progress", exc_info=write.exception())
 
+    def _nudge_sender(self) -> None:
+        if self._nudge is not None and not self._nudge.done():
+            self._nudge.set_result(None)
+
+    async def _rest(self, seconds: float | None, *, ended_by_text: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._nudge, self._nudged_by_text = loop.create_future(), ended_by_text
+        timer = loop.call_later(seconds, self._nudge_sender) if seconds is not None else None
+        try:
+            await self._nudge
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._nudge, self._nudged_by_text = None, True
+
     async def _send_forever(self) -> None:
         try:
+            if self._opens_after is not None:
+                await self._opens_after
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue or self._text:
-                    if not self._queue:
-                        # Only text waits: let more of it gather until the interval is up.
-                        wait = self._last_delta_at + self._interval_s - time.monotonic()
-                        if wait > 0 and not self._hurry.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(self._hurry.wait(), wait)
-                        self._take_text()
-                    envelope_type, data = self._queue.popleft()
-                    await self._publish(envelope_type, data)
-                self._drained.set()
+                if not (self._queue or self._text):
+                    self._drained.set()
+                    await self._rest(None, ended_by_text=True)
+                    continue
+                if not self._queue:
+                    # Only text waits: let more of it gather until the interval is up.
+                    wait = self._last_delta_at + self._interval_s - time.monotonic()
+                    if wait > 0 and not self._hurry:
+                        await self._rest(wait, ended_by_text=False)
+                        continue
+                    self._take_text()
+                envelope_type, data = self._queue.popleft()
+                await self._publish(envelope_type, data)
         except PublishRefused as refusal:
             self._stop(stop_reason(refusal))
         except asyncio.CancelledError:

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import JSON, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.base import table_of, utcnow
+from app.db.base import Executor, table_of, utcnow
 from app.models import TERMINAL_STATES, Task, TaskState
 
 _RUNNING = (TaskState.STARTED, TaskState.PROGRESS)
@@ -41,7 +41,9 @@ def add_task(
 
 
 def get_owned(session: Session, task_id: uuid.UUID, participant_id: uuid.UUID) -> Task | None:
-    return session.scalar(select(Task).where(Task.task_id == task_id, Task.participant_id == participant_id))
+    """The participant's task as the database has it now (never a copy the session loaded earlier)."""
+    query = select(Task).where(Task.task_id == task_id, Task.participant_id == participant_id)
+    return session.scalar(query.execution_options(populate_existing=True))
 
 
 def get(session: Session, task_id: uuid.UUID) -> Task | None:
@@ -80,46 +82,70 @@ class ClaimedTask:
     resumed: bool  # an earlier execution claimed it first
 
 
-def claim(
-    session: Session, task_id: uuid.UUID, attempt: int, *, last_event_id: str | None = None
-) -> ClaimedTask | None:
+# Statements a worker runs for every task, built once: building them per call (and their cache
+# keys) costs more CPU than running them.
+_ACTIVE = [str(s) for s in _NOT_TERMINAL]
+_JSON_OR_NULL = JSON(none_as_null=True)  # None is SQL NULL, as it was before there was a result
+_TERMINAL = [str(s) for s in TERMINAL_STATES]
+_CLAIM_READ = select(Task.participant_id, Task.kind, Task.input, Task.created_at, Task.attempt, Task.state).where(
+    Task.task_id == bindparam("tid")
+)
+_CLAIM = (
+    update(Task)
+    .where(Task.task_id == bindparam("tid"), Task.state.in_(_ACTIVE))
+    .values(
+        state=TaskState.STARTED,
+        attempt=bindparam("fence"),
+        started_at=func.coalesce(Task.started_at, bindparam("now", type_=Task.started_at.type)),
+        stage="started",
+        last_event_id=bindparam("new_event_id"),
+    )
+)
+_PROGRESS = (
+    update(Task)
+    .where(Task.task_id == bindparam("tid"), Task.attempt == bindparam("fence"))
+    .where(Task.state.in_([str(s) for s in _RUNNING]))
+    .values(state=TaskState.PROGRESS, stage=bindparam("new_stage"), progress=bindparam("new_progress"))
+)
+_FINISH = (
+    update(Task)
+    .where(Task.task_id == bindparam("tid"), Task.state.not_in(_TERMINAL))
+    .values(
+        state=bindparam("new_state"),
+        result=bindparam("new_result", type_=_JSON_OR_NULL),
+        error=bindparam("new_error", type_=_JSON_OR_NULL),
+        progress=func.coalesce(bindparam("new_progress", type_=Task.progress.type), Task.progress),
+        stage=bindparam("new_stage"),
+        finished_at=bindparam("done_at"),
+        last_event_id=func.coalesce(bindparam("new_event_id", type_=Task.last_event_id.type), Task.last_event_id),
+    )
+)
+_FINISH_FENCED = _FINISH.where(Task.attempt == bindparam("fence"))
+_SET_LAST_EVENT_ID = (
+    update(Task).where(Task.task_id == bindparam("tid")).values(last_event_id=bindparam("new_event_id"))
+)
+
+
+def claim(db: Executor, task_id: uuid.UUID, attempt: int, *, last_event_id: str | None = None) -> ClaimedTask | None:
     """Mark the task STARTED by the execution holding fencing token `attempt`; None when it is missing or finished.
 
     `last_event_id` is the id the execution's `task_status STARTED` envelope is about to get.
     """
-    row = session.execute(
-        select(Task.participant_id, Task.kind, Task.input, Task.created_at, Task.attempt, Task.state).where(
-            Task.task_id == task_id
-        )
-    ).one_or_none()
+    row = db.execute(_CLAIM_READ, {"tid": task_id}).one_or_none()
     if row is None or TaskState(row.state).is_terminal:
         return None
-    claimed = session.execute(
-        update(Task)
-        .where(Task.task_id == task_id, Task.state.in_([str(s) for s in _NOT_TERMINAL]))
-        .values(
-            state=TaskState.STARTED,
-            attempt=attempt,
-            started_at=func.coalesce(Task.started_at, utcnow()),
-            stage="started",
-            last_event_id=last_event_id,
-        )
-    )
-    if not claimed.rowcount:  # type: ignore[attr-defined]
+    params = {"tid": task_id, "fence": attempt, "now": utcnow(), "new_event_id": last_event_id}
+    if not db.execute(_CLAIM, params).rowcount:  # type: ignore[attr-defined]
         return None
     return ClaimedTask(task_id, row.participant_id, row.kind, row.input, row.created_at, resumed=row.attempt > 0)
 
 
-def record_progress(session: Session, task_id: uuid.UUID, attempt: int, stage: str, progress: float) -> None:
-    session.execute(
-        update(Task)
-        .where(Task.task_id == task_id, Task.attempt == attempt, Task.state.in_([str(s) for s in _RUNNING]))
-        .values(state=TaskState.PROGRESS, stage=stage[:64], progress=progress)
-    )
+def record_progress(db: Executor, task_id: uuid.UUID, attempt: int, stage: str, progress: float) -> None:
+    db.execute(_PROGRESS, {"tid": task_id, "fence": attempt, "new_stage": stage[:64], "new_progress": progress})
 
 
 def finish(
-    session: Session,
+    db: Executor,
     task_id: uuid.UUID,
     state: TaskState,
     *,
@@ -135,25 +161,24 @@ def finish(
     is the id the terminal envelope is about to be published with.
     """
     assert state.is_terminal
-    query = update(Task).where(Task.task_id == task_id, Task.state.not_in([str(s) for s in TERMINAL_STATES]))
+    params = {
+        "tid": task_id,
+        "new_state": state,
+        "new_result": result,
+        "new_error": error,
+        "new_progress": 1.0 if state == TaskState.SUCCESS else None,
+        "new_stage": "done" if state == TaskState.SUCCESS else str(state).lower(),
+        "done_at": finished_at or utcnow(),
+        "new_event_id": last_event_id,
+    }
     if attempt is not None:
-        query = query.where(Task.attempt == attempt)
-    outcome = session.execute(
-        query.values(
-            state=state,
-            result=result,
-            error=error,
-            progress=1.0 if state == TaskState.SUCCESS else Task.progress,
-            stage="done" if state == TaskState.SUCCESS else str(state).lower(),
-            finished_at=finished_at or utcnow(),
-            **({"last_event_id": last_event_id} if last_event_id is not None else {}),
-        )
-    )
+        params["fence"] = attempt
+    outcome = db.execute(_FINISH if attempt is None else _FINISH_FENCED, params)
     return bool(outcome.rowcount)  # type: ignore[attr-defined]
 
 
-def set_last_event_id(session: Session, task_id: uuid.UUID, event_id: str) -> None:
-    session.execute(update(Task).where(Task.task_id == task_id).values(last_event_id=event_id))
+def set_last_event_id(db: Executor, task_id: uuid.UUID, event_id: str) -> None:
+    db.execute(_SET_LAST_EVENT_ID, {"tid": task_id, "new_event_id": event_id})
 
 
 def running_started_before(session: Session, cutoff: datetime, limit: int = 500) -> list[uuid.UUID]:

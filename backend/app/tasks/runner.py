@@ -25,13 +25,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.logging import bind_log_context
 from app.db.base import utcnow
-from app.db.threaded import ThreadedSessions
+from app.db.threaded import ThreadedDatabase
 from app.metrics import latency
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType, id_ahead
@@ -55,6 +55,14 @@ INFRASTRUCTURE_ERRORS = (redis.RedisError, OperationalError)
 def choose_event_id(after: str | None) -> str:
     """An id for an envelope this execution is about to publish (see envelopes.id_ahead)."""
     return id_ahead(after, headroom_ms=ID_HEADROOM_MS)
+
+
+def _stop_if_failed(started: asyncio.Future[None], stopped: asyncio.Future[None]) -> None:
+    """A refused (or failed) STARTED stops the execution like a refused delta."""
+    if not started.cancelled() and started.exception() is not None and not stopped.done():
+        exception = started.exception()
+        assert exception is not None
+        stopped.set_exception(exception)
 
 
 class SoftTimeLimitExceeded(Exception):
@@ -111,7 +119,7 @@ class TaskRunner:
         settings: Settings,
         registry: TaskRegistry,
         client: aioredis.Redis,
-        db: ThreadedSessions,
+        db: ThreadedDatabase,
         *,
         leases: Leases | None = None,
         publisher: AsyncEnvelopePublisher | None = None,
@@ -181,14 +189,18 @@ class Execution:
     async def run(self) -> None:
         """Run the handler and end the task, whatever happens (see the module docstring)."""
         settings = self._runner.settings
+        # STARTED goes out while the handler begins (its first read, its request to the model):
+        # the handler's envelopes wait for it in the stream, so the order is kept and the first
+        # text comes a round trip sooner.
+        started: asyncio.Future[None] = asyncio.ensure_future(self._publish_started())
         try:
-            await self._publish_started()
             if self._token > settings.task_max_attempts:
+                await started
                 logger.error("task started too many times; failing it", extra=self._log)
                 message = "the task could not be completed; please try again"
                 await self._finish(TaskState.FAILURE, error={"code": "too_many_attempts", "message": message})
                 return
-            outcome = await self._handle()
+            outcome = await self._handle(started)
             await self._finish(TaskState.SUCCESS, outcome.result, outcome=outcome)
         except TaskCancelled:
             logger.info("task cancelled; stopped", extra=self._log)
@@ -209,6 +221,8 @@ class Execution:
             message = "something went wrong on our side; please try again"
             await self._finish(TaskState.FAILURE, error={"code": "internal_error", "message": message})
         finally:
+            if not started.done():
+                started.cancel()
             if not self._released:
                 try:
                     await self._runner.leases.release(self._task.task_id, self._token)
@@ -236,10 +250,11 @@ class Execution:
         except PublishRefused as refusal:
             raise stop_reason(refusal) from None
 
-    async def _handle(self) -> Outcome:
+    async def _handle(self, started: asyncio.Future[None]) -> Outcome:
         """The handler's Outcome, with the lease kept and the kind's soft time limit applied."""
         runner, task = self._runner, self._task
         stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        started.add_done_callback(lambda done: _stop_if_failed(done, stopped))
         stream = EnvelopeStream(
             runner.publisher,
             self._kind,
@@ -249,6 +264,7 @@ class Execution:
             delta_interval_s=runner.settings.chat_delta_interval_ms / 1000,
             write_progress=self._write_progress,
             stopped=stopped,
+            opens_after=started,
         )
         job = Job(
             task_id=task.task_id,
@@ -282,6 +298,7 @@ class Execution:
         try:
             outcome = work.result()
         finally:
+            await started  # raises LeaseLost or TaskCancelled when STARTED was refused
             await stream.close()  # the last text, or the RETRYING before a failure, goes out first
             self._last_id = stream.last_id or self._last_id
         return outcome
@@ -317,9 +334,9 @@ class Execution:
         data = data if data is not None else {}
         end_id = choose_event_id(self._last_id)
 
-        def write(session: Session) -> bool:
+        def write(connection: Connection) -> bool:
             written = repository.finish(
-                session,
+                connection,
                 task.task_id,
                 state,
                 result=data if error is None else None,
@@ -328,7 +345,7 @@ class Execution:
                 last_event_id=end_id,
             )
             if written and outcome is not None and outcome.persist is not None:
-                outcome.persist(session)
+                outcome.persist(connection)
             return written
 
         if not await runner.db.write(write):

@@ -8,6 +8,7 @@ is held up anyway. Built after fork, on the first task or at `worker_process_ini
 """
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -20,7 +21,7 @@ import redis
 from app.core.config import Settings
 from app.core.redis import create_async_redis
 from app.db.session import create_sync_engine
-from app.db.threaded import ThreadedSessions, threads_for
+from app.db.threaded import ThreadedDatabase
 from app.tasks.registry import TaskKindSpec, TaskRegistry
 from app.tasks.runner import TaskRunner
 from app.worker.watchdog import LoopWatchdog
@@ -48,11 +49,14 @@ class WorkerRuntime:
         started.wait()
         assert self._thread.ident is not None
         self.watchdog = LoopWatchdog(
-            self.loop, self._thread.ident, threshold_s=settings.worker_loop_blocked_warn_ms / 1000
+            self.loop,
+            self._thread.ident,
+            threshold_s=settings.worker_loop_blocked_warn_ms / 1000,
+            idle_in=WorkerRuntime._run_loop.__code__,
         )
         self.watchdog.start()
         engine = create_sync_engine(settings.database_url)
-        self.db = ThreadedSessions(engine, threads=threads_for(engine))
+        self.db = ThreadedDatabase.for_worker(engine)
         self.redis = create_async_redis(settings.required_redis_url, max_connections=64)
         self.runner = TaskRunner(settings, registry, self.redis, self.db)
         self.runner.handlers.build(kinds)  # here, not on the loop: imports and client set-up block
@@ -60,6 +64,10 @@ class WorkerRuntime:
             self.call(self.runner.leases.load())
         except redis.RedisError:
             logger.warning("could not load the lease scripts yet; they load on first use", exc_info=True)
+        # Everything built so far (modules, Celery, the handlers' clients) lives as long as the
+        # process: out of the collector's sight, a full collection under hundreds of streams
+        # pauses every task for less (74 ms measured before, with all of it scanned each time).
+        gc.freeze()
 
     def _run_loop(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)

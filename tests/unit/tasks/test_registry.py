@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from app.core.config import Settings
 from app.db.session import create_sync_engine
-from app.db.threaded import ThreadedSessions
+from app.db.threaded import ThreadedDatabase
 from app.realtime.envelopes import EnvelopeType
 from app.task_kinds import REGISTRY
 from app.tasks.contract import HandlerResources
@@ -68,7 +68,7 @@ def test_taskwire_registers_the_tutor_and_the_grader_on_their_own_queues() -> No
 
 def test_every_registered_handler_builds_from_its_factory_and_closes(tmp_path: Path) -> None:
     settings = Settings(environment="test", jwt_secret="x" * 32, database_url=f"sqlite:///{tmp_path / 'h.db'}")
-    db = ThreadedSessions(create_sync_engine(settings.database_url), threads=1)
+    db = ThreadedDatabase(create_sync_engine(settings.database_url), write_threads=1, read_threads=1)
 
     async def build_and_close() -> None:
         for kind in REGISTRY:

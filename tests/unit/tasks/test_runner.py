@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 from app.core.config import Settings
 from app.db.base import Base, table_of
 from app.db.session import create_sync_engine
-from app.db.threaded import ThreadedSessions
+from app.db.threaded import ThreadedDatabase
 from app.models import ChatMessage, ChatRole, Task, TaskState, User
 from app.realtime.envelopes import EnvelopeType
 from app.realtime.publisher import PublishGuard, PublishRefused
@@ -120,6 +120,7 @@ class FakePublisher:
     envelopes: list[Published] = field(default_factory=list)
     refuse_from: int | None = None
     move_result_id: bool = False
+    started_delay_s: float = 0.0
     _sequence: int = 0
 
     async def publish(
@@ -137,6 +138,8 @@ class FakePublisher:
         pipe = FakePipe()
         if also is not None:
             also(pipe)
+        if data.get("state") == "STARTED":
+            await asyncio.sleep(self.started_delay_s)
         guarded = [e for e in self.envelopes if e.guarded]
         if guard is not None and self.refuse_from is not None and len(guarded) >= self.refuse_from:
             raise PublishRefused("stopped")
@@ -178,7 +181,7 @@ class World:
     runner: TaskRunner
     publisher: FakePublisher
     leases: FakeLeases
-    db: ThreadedSessions
+    db: ThreadedDatabase
     task_id: uuid.UUID
     participant_id: uuid.UUID
 
@@ -211,7 +214,7 @@ def world(tmp_path: Path) -> Iterator[World]:
                 task_id=task_id, participant_id=participant_id, kind="echo", state="QUEUED", input={"text": "hi"}
             )
         )
-    db = ThreadedSessions(engine, threads=1)
+    db = ThreadedDatabase(engine, write_threads=1, read_threads=2)
 
     def state_now() -> str:
         with engine.connect() as connection:
@@ -402,3 +405,39 @@ async def test_reports_keep_their_order_and_text_is_coalesced(world: World) -> N
     assert 2 <= len(world.texts()) < 20, f"40 pieces in 80 ms coalesce at 30 ms: {world.texts()}"
     assert world.texts()[0] == "0 ", "the first piece goes out at once"
     assert world.task().progress == 1.0
+
+
+async def test_the_handler_starts_at_once_but_its_envelopes_follow_started(world: World) -> None:
+    world.publisher.started_delay_s = 0.2
+    began: list[float] = []
+
+    async def run(job: Job[EchoInput]) -> Outcome:
+        began.append(asyncio.get_running_loop().time())
+        job.report.delta("early")
+        return Outcome(result={"message": "early"})
+
+    SCRIPT["run"] = run
+    t0 = asyncio.get_running_loop().time()
+    await world.runner.run("echo", world.task_id)
+
+    assert began and began[0] - t0 < 0.15, "the handler does not wait for STARTED to be published"
+    assert [e.type for e in world.publisher.envelopes] == ["task_status", "chat_delta", "chat_result"]
+
+
+async def test_a_task_cancelled_before_its_started_goes_out_never_runs_on(world: World) -> None:
+    world.publisher.refuse_from = 0  # STARTED itself meets the cancellation
+    world.publisher.started_delay_s = 0.05
+    stopped = asyncio.Event()
+
+    async def run(job: Job[EchoInput]) -> Outcome:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return Outcome(result={})
+
+    SCRIPT["run"] = run
+    await asyncio.wait_for(world.runner.run("echo", world.task_id), 5)
+    assert stopped.is_set() and world.publisher.envelopes == []
+    assert world.task().state == "STARTED"

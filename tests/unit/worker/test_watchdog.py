@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 
@@ -12,7 +13,7 @@ from app.worker.watchdog import LoopWatchdog
 
 def _run_loop_with_watchdog(work: object, threshold_s: float) -> LoopWatchdog:
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)  # the pure-Python loop waits in select()
     thread.start()
     assert thread.ident is not None
     watchdog = LoopWatchdog(loop, thread.ident, threshold_s=threshold_s)
@@ -59,3 +60,30 @@ def test_a_loop_that_keeps_turning_is_never_reported(caplog: pytest.LogCaptureFi
     assert watchdog.blocked == 0
     assert not [r for r in caplog.records if r.getMessage() == "event loop blocked"]
     assert 0 < watchdog.max_lag_s < 0.05, "it measured the loop"
+
+
+def test_a_loop_waiting_for_events_is_told_apart_from_code_running_on_it() -> None:
+    # When the loop is late, this decides between "the process held it up" and "our code did".
+    loop = asyncio.new_event_loop()
+    waiting = threading.Thread(target=loop.run_forever, daemon=True)
+    busy_until = time.monotonic() + 1
+
+    def busy() -> None:
+        while time.monotonic() < busy_until:
+            pass
+
+    running = threading.Thread(target=busy, daemon=True)
+    waiting.start()
+    running.start()
+    try:
+        time.sleep(0.2)  # the loop is in its selector by now, the other thread in busy()
+        assert waiting.ident is not None and running.ident is not None
+        watchdog = LoopWatchdog(loop, waiting.ident, threshold_s=0.05)
+        frames = sys._current_frames()
+        assert watchdog.is_waiting(frames[waiting.ident])
+        assert not watchdog.is_waiting(frames[running.ident])
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        waiting.join(timeout=5)
+        running.join(timeout=5)
+        loop.close()
