@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from sqlalchemy import insert
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -38,6 +37,7 @@ from app.core.security import create_access_token
 from app.db.base import table_of
 from app.db.session import create_sync_engine
 from app.models import User
+from loadtests.bench.meter import ProcessMeter
 from loadtests.bench.stack import BenchStack, bench_stack, wait_ready
 from loadtests.bench.stats import percentile_ms
 from tests.support.streaming_llm import StreamingLLMProcess, streaming_llm
@@ -147,46 +147,6 @@ async def _read(ws: ClientConnection, timings: Timings, finished: asyncio.Event,
                     timings.failed[task_id] = frame["error"].get("code", "?")
                 if len(timings.done) >= expected:
                     finished.set()
-
-
-class ProcessMeter:
-    """CPU time and peak resident memory of some processes (and their children) over a stretch."""
-
-    def __init__(self, pids: list[int]):
-        self._roots = [psutil.Process(pid) for pid in pids]
-        self._seen: dict[int, psutil.Process] = {}
-        self._cpu_start = self._cpu()
-        self.peak_rss = 0
-        self._sampler = asyncio.create_task(self._sample())
-
-    def _processes(self) -> list[psutil.Process]:
-        for root in self._roots:
-            with contextlib.suppress(psutil.Error):
-                for process in [root, *root.children(recursive=True)]:
-                    self._seen.setdefault(process.pid, process)
-        return list(self._seen.values())
-
-    def _cpu(self) -> float:
-        total = 0.0
-        for process in self._processes():
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
-
-    async def _sample(self) -> None:
-        while True:
-            rss = 0
-            for process in self._processes():
-                with contextlib.suppress(psutil.Error):
-                    rss += process.memory_info().rss
-            self.peak_rss = max(self.peak_rss, rss)
-            await asyncio.sleep(0.25)
-
-    def stop(self) -> float:
-        """CPU seconds used since the start."""
-        self._sampler.cancel()
-        return self._cpu() - self._cpu_start
 
 
 async def run_level(

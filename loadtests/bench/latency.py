@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from loadtests.bench.meter import ProcessMeter
 from loadtests.bench.stack import BenchStack
 from loadtests.bench.stats import percentile_ms
 
 LEVELS = (1, 20, 100)
 REQUESTS_PER_LEVEL = 200
-OPEN_LOOP_RATES = (50, 100, 200)
+OPEN_LOOP_RATES = (100, 200, 300)
 OPEN_LOOP_SECONDS = 5
 
 
@@ -116,6 +117,7 @@ async def _open_loop_at(stack: BenchStack, http: httpx.AsyncClient, rate: int) -
                     results[frame["task_id"]] = time.perf_counter()
 
         reader = asyncio.create_task(read())
+        worker, api = ProcessMeter([p.pid for p in stack.workers]), ProcessMeter([p.pid for p in stack.apis])
         start = time.perf_counter() + 0.1
         sends = []
         for i in range(count):
@@ -126,6 +128,7 @@ async def _open_loop_at(stack: BenchStack, http: httpx.AsyncClient, rate: int) -
             sends.append(asyncio.create_task(submit(at)))
         await asyncio.gather(*sends)
         await asyncio.wait_for(reader, timeout=120)
+        worker_cpu_s, api_cpu_s = worker.stop(), api.stop()
     latencies = [results[task_id] - at for task_id, at in intended.items()]
     return {
         "rate": rate,
@@ -134,4 +137,7 @@ async def _open_loop_at(stack: BenchStack, http: httpx.AsyncClient, rate: int) -
         "completed_per_s": len(latencies) / (max(results.values()) - start),
         "p50": percentile_ms(latencies, 50),
         "p99": percentile_ms(latencies, 99),
+        # CPU per chat of each process: its inverse is what one core of it could do.
+        "worker_cpu_ms": 1000 * worker_cpu_s / max(1, len(latencies)),
+        "api_cpu_ms": 1000 * api_cpu_s / max(1, len(latencies)),
     }

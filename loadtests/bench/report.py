@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loadtests.bench import report_tasks
+
 
 def machine() -> str:
     """CPU, memory, kernel and Python of this machine, in one line."""
@@ -62,7 +64,7 @@ def _e2e(results: dict[str, Any]) -> list[str]:
     lines = [
         "## 2. End to end, no-delay offline chat (milliseconds, P50 / P99)",
         "",
-        "One API replica, one worker (threads pool, 8 at once), SQLite. Closed loop: each user sends",
+        "One API replica, one worker process on the chat queue, SQLite. Closed loop: each user sends",
         "chats one after another, about 200 in all per level; the baseline is the bare enqueue endpoint",
         "at the same concurrency.",
         "",
@@ -77,14 +79,19 @@ def _e2e(results: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        "Open loop: one learner submits on a fixed schedule for 5 s; submit → result from the intended send time.",
+        "Open loop: one learner submits on a fixed schedule for 5 s; submit → result from the intended",
+        "send time. CPU per chat is each process's CPU time over the chats; 1,000 ms over it is what one",
+        "core of that process could complete per second.",
         "",
-        "| offered tasks/s | tasks | completed/s | submit → result P50 | P99 | errors |",
-        "|---|---|---|---|---|---|",
+        "| offered tasks/s | tasks | completed/s | submit → result P50 | P99 | errors | worker CPU per chat | API CPU per chat | chats/s per worker core |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["open"]:
+        cpu = row.get("worker_cpu_ms")
+        per_core = f"{1000 / cpu:.0f}" if cpu else "–"
         lines.append(
-            f"| {row['rate']} | {row['tasks']} | {row['completed_per_s']:.0f} | {row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} |"
+            f"| {row['rate']} | {row['tasks']} | {row['completed_per_s']:.0f} | {row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} | "
+            f"{cpu or 0:.2f} ms | {row.get('api_cpu_ms', 0):.2f} ms | {per_core} |"
         )
     return lines
 
@@ -211,6 +218,8 @@ SECTIONS = {
     "resume": _resume,
     "duplicates": _duplicates,
     "replicas": _replicas,
+    "classroom": report_tasks.classroom,
+    "round_trips": report_tasks.round_trips,
 }
 
 

@@ -8,8 +8,11 @@
 5. Resume: 1,000 missed envelopes; baseline: one raw XRANGE of them.
 6. Duplicates: 100 long tasks with worker kills and a 1 s visibility timeout.
 7. Replicas: submits and fan-out with 1, 2 and 3 API replicas.
+8. Classroom: N learners ask the tutor at once against a streaming fake LLM; baselines: the
+   previous runtime (from git) and the ceiling (one async process, no queue, no database).
+9. Round trips per no-delay chat, by process, for this runtime and the previous one.
 `python -m loadtests.bench.run` runs them all and writes docs/performance.md; name sections
-(`submit e2e fanout capacity resume duplicates replicas`) to run only those, merged into the last run's figures.
+(`submit e2e fanout capacity resume duplicates replicas classroom round_trips`) to run only those, merged into the last run's figures.
 """
 
 import asyncio
@@ -25,7 +28,7 @@ from typing import Any
 import psycopg
 
 from app.core.embedded_redis import EmbeddedRedis
-from loadtests.bench import capacity, duplicates, fanout, latency, replicas, resume, submit
+from loadtests.bench import capacity, classroom, duplicates, fanout, latency, replicas, resume, round_trips, submit
 from loadtests.bench.report import report
 from loadtests.bench.stack import baseline_server, bench_stack
 
@@ -33,7 +36,7 @@ OUT = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 # Raw figures, kept after each section so a late failure does not lose the earlier ones (git-ignored).
 RAW = Path(__file__).resolve().parents[1] / "reports" / "bench-results.json"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SECTIONS = ("submit", "e2e", "fanout", "capacity", "resume", "duplicates", "replicas")
+SECTIONS = ("submit", "e2e", "fanout", "capacity", "resume", "duplicates", "replicas", "classroom", "round_trips")
 
 
 @contextlib.contextmanager
@@ -66,8 +69,9 @@ async def _submit() -> dict[str, Any]:
 async def _e2e() -> dict[str, Any]:
     # Pieces are coalesced as configured by default (CHAT_DELTA_INTERVAL_MS): a no-delay answer
     # is then a handful of envelopes, not one per piece.
+    # No shedding: the open loop goes past capacity on purpose, to show where it is.
     with (
-        bench_stack(LLM_OFFLINE_DELAY_MS="0") as stack,
+        bench_stack(LLM_OFFLINE_DELAY_MS="0", QUEUE_MAX_BACKLOG="0") as stack,
         baseline_server(stack.redis_url) as (baseline_url, _pid),
     ):
         return {"closed": await latency.end_to_end(stack, baseline_url), "open": await latency.open_loop(stack)}
@@ -101,6 +105,8 @@ RUNNERS = {
     "resume": _resume,
     "duplicates": duplicates.run,
     "replicas": replicas.run,
+    "classroom": classroom.run,
+    "round_trips": round_trips.run,
 }
 
 
