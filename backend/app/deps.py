@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.errors import NotAuthenticated
 from app.core.rate_limit import RateLimiter
 from app.core.security import InvalidToken, decode_access_token
+from app.db.threaded import ThreadedDatabase
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks.admission import SubmitAdmission
 from app.tasks.dispatch import TaskDispatcher
@@ -45,6 +46,11 @@ async def _publisher(request: Request) -> AsyncEnvelopePublisher:
     return publisher
 
 
+async def _database(request: Request) -> ThreadedDatabase:
+    db: ThreadedDatabase = request.app.state.db
+    return db
+
+
 async def _dispatcher(request: Request) -> TaskDispatcher:
     dispatcher: TaskDispatcher = request.app.state.dispatcher
     return dispatcher
@@ -52,6 +58,8 @@ async def _dispatcher(request: Request) -> TaskDispatcher:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+# The submit path's writes: one hop to a database thread per transaction (db/threaded.py).
+DatabaseDep = Annotated[ThreadedDatabase, Depends(_database)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 PublisherDep = Annotated[AsyncEnvelopePublisher, Depends(_publisher)]
 DispatcherDep = Annotated[TaskDispatcher, Depends(_dispatcher)]

@@ -21,7 +21,8 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from app.core.rate_limit import RateLimiter
 from app.core.redis import create_async_redis
-from app.db.session import api_sessionmaker, create_api_engine
+from app.db.session import api_sessionmaker, create_api_engine, create_sync_engine
+from app.db.threaded import ThreadedDatabase
 from app.exercises.endpoints import router as exercises_router
 from app.exercises.repository import all_exercises
 from app.health.endpoints import router as health_router
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = app.state
         state.engine = create_api_engine(settings.database_url)
         state.sessions = api_sessionmaker(state.engine)
+        state.db = ThreadedDatabase.for_submits(create_sync_engine(settings.database_url))
         state.redis = create_async_redis(settings.required_redis_url)
         state.registry = REGISTRY
         # A Celery app only to write task messages and revoke: no tasks, no worker code.
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*background, return_exceptions=True)
             await state.redis.aclose()
             await state.engine.dispose()
+            state.db.close()
 
     app = TaskwireApp(allowed_hosts=settings.allowed_hosts, title="Taskwire", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -31,12 +31,19 @@ async def new_account(http: httpx.AsyncClient) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def _user(stack: BenchStack, http: httpx.AsyncClient, count: int, out: dict[str, list[float]]) -> None:
-    account = await new_account(http)
+async def _user(
+    stack: BenchStack,
+    http: httpx.AsyncClient,
+    account: dict[str, Any],
+    count: int,
+    out: dict[str, list[float]],
+    go: asyncio.Barrier,
+) -> None:
     headers = {"Authorization": f"Bearer {account['access_token']}"}
     async with connect(f"{stack.ws_url}/ws/user/{account['participant_id']}") as ws:
         await ws.send(json.dumps({"type": "auth", "token": account["access_token"]}))
         await ws.recv()  # hello
+        await go.wait()  # everyone is connected: no sign-up (argon2) or handshake runs while chats are timed
         for _ in range(count):
             started = time.perf_counter()
             response = await http.post("/ai/chat2", json={"message": "benchmark"}, headers=headers)
@@ -69,7 +76,9 @@ async def end_to_end(stack: BenchStack, baseline_url: str) -> list[dict[str, Any
         for users in LEVELS:
             per_user = max(1, REQUESTS_PER_LEVEL // users)
             out: dict[str, list[float]] = {"submit": [], "first": [], "result": []}
-            await asyncio.gather(*(_user(stack, http, per_user, out) for _ in range(users)))
+            accounts = await asyncio.gather(*(new_account(http) for _ in range(users)))
+            go = asyncio.Barrier(users)
+            await asyncio.gather(*(_user(stack, http, account, per_user, out, go) for account in accounts))
             base: list[float] = []
             await asyncio.gather(*(_baseline_user(baseline_url, http, per_user, base) for _ in range(users)))
             rows.append(

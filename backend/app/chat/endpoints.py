@@ -8,7 +8,7 @@ from app.chat.schemas import ChatHistoryPage, ChatRequest
 from app.chat.tasks import CHAT
 from app.core.errors import Conflict, NotAuthenticated, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
+from app.deps import CurrentParticipant, DatabaseDep, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
 from app.tasks.schemas import TaskAccepted
 
 router = APIRouter(tags=["chat"])
@@ -23,13 +23,13 @@ router = APIRouter(tags=["chat"])
 async def submit_chat(
     request: ChatRequest,
     participant_id: Annotated[uuid.UUID, Depends(admitted_submitter(CHAT))],
-    session: SessionDep,
+    db: DatabaseDep,
     dispatcher: DispatcherDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
     """Ask the tutor; the answer streams over the WebSocket as `chat_delta` then `chat_result`."""
-    task_id = await service.submit(session, participant_id, request, dispatcher, idempotency_key=idempotency_key)
+    task_id = await service.submit(db, participant_id, request, dispatcher, idempotency_key=idempotency_key)
     return TaskAccepted.for_task(task_id, response)
 
 

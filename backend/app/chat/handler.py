@@ -1,6 +1,7 @@
 """The tutor's handler (worker side): the prompt from the conversation, the model's answer streamed, the answer kept."""
 
 import functools
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection
@@ -9,6 +10,7 @@ from app.chat import repository
 from app.chat.keys import TOKENS_KEY
 from app.chat.llm import ChatMessages, ChatProvider, OfflineProvider, OpenAICompatibleProvider
 from app.chat.prompt import build_prompt, choose_model
+from app.chat.repository import Turn
 from app.chat.schemas import ChatRequest
 from app.core.config import Settings
 from app.exercises.repository import all_exercises
@@ -35,7 +37,6 @@ class ChatAnswerer:
 
     def __init__(self, resources: HandlerResources):
         self._settings = resources.settings
-        self._db = resources.db
         self._provider = create_provider(resources.settings)
         self._retry = RetryPolicy(
             self._settings.task_retry_attempts,
@@ -43,10 +44,14 @@ class ChatAnswerer:
             self._settings.task_retry_max_delay_s,
         )
 
+    def prepare(self, connection: Connection, task_id: uuid.UUID, participant_id: uuid.UUID) -> list[Turn]:
+        """The conversation so far (read in the runner's claim transaction)."""
+        return repository.turns_before_task(connection, participant_id, task_id, self._settings.chat_history_turns)
+
     async def __call__(self, job: Job[ChatRequest]) -> Outcome:
         """Stream the answer to the learner; the Outcome stores it with the prompt it came from."""
         settings = self._settings
-        prompt = await self._prompt_for(job)
+        prompt = self._prompt_for(job)
         model = "offline" if self._provider.offline else self._model_for(prompt)
         usage: dict[str, Any] = {}
 
@@ -87,11 +92,9 @@ class ChatAnswerer:
         if isinstance(self._provider, OpenAICompatibleProvider):
             await self._provider.aclose()
 
-    async def _prompt_for(self, job: Job[ChatRequest]) -> ChatMessages:
+    def _prompt_for(self, job: Job[ChatRequest]) -> ChatMessages:
         request = job.input
-        turns = await self._db.read(
-            repository.turns_before_task, job.participant_id, job.task_id, self._settings.chat_history_turns
-        )
+        turns: list[Turn] = job.prepared
         exercise = all_exercises().get(str(request.content_id)) if request.mode == "test" else None
         return build_prompt(
             request.model_dump(mode="json"), turns, exercise, history_chars=self._settings.chat_history_chars

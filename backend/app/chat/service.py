@@ -4,19 +4,20 @@ The answer itself is the worker's: chat/handler.py."""
 
 import uuid
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from app.chat import repository
 from app.chat.schemas import ChatHistoryPage, ChatMessageOut, ChatRequest
 from app.chat.tasks import CHAT
+from app.db.threaded import ThreadedDatabase
 from app.models import ChatRole
 from app.tasks import service as tasks_service
 from app.tasks.dispatch import TaskDispatcher
 
 
 async def submit(
-    session: AsyncSession,
+    db: ThreadedDatabase,
     participant_id: uuid.UUID,
     request: ChatRequest,
     dispatcher: TaskDispatcher,
@@ -25,11 +26,11 @@ async def submit(
 ) -> uuid.UUID:
     """Store the learner's message and its task, commit, then enqueue the reply; returns the task id."""
 
-    def store_question(session: Session, task_id: uuid.UUID) -> None:
-        repository.add_message(session, participant_id, task_id, ChatRole.USER, request.message)
+    def store_question(connection: Connection, task_id: uuid.UUID) -> None:
+        repository.add_message(connection, participant_id, task_id, ChatRole.USER, request.message)
 
     return await tasks_service.accept(
-        session,
+        db,
         dispatcher,
         participant_id,
         CHAT.name,

@@ -110,3 +110,8 @@ class ThreadedDatabase:
         milliseconds; in WAL mode its readers run beside the writer."""
         writers = 1 if engine.dialect.name == "sqlite" else 4
         return cls(engine, write_threads=writers, read_threads=4)
+
+    @classmethod
+    def for_submits(cls, engine: Engine) -> "ThreadedDatabase":
+        """The API's: its submit transactions, one writer thread on SQLite as for workers."""
+        return cls(engine, write_threads=1 if engine.dialect.name == "sqlite" else 4, read_threads=1)

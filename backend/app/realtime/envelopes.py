@@ -103,8 +103,9 @@ def stream_id_key(envelope_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def id_ahead(after: str | None, *, headroom_ms: int) -> str:
-    """A stream id to ask the publisher for: `headroom_ms` ahead of the clock, and after `after`.
+def id_ahead(after: str | None, *, headroom_ms: int, leave: int = 0) -> str:
+    """A stream id to ask the publisher for: `headroom_ms` ahead of the clock, and after `after`
+    with room for `leave` ids in between (envelopes published just before it).
 
     A publisher that must record an envelope's id before publishing it (the terminal state is
     committed first, SPEC §5.6) asks for such an id; the history accepts it unless something
@@ -115,7 +116,7 @@ def id_ahead(after: str | None, *, headroom_ms: int) -> str:
     if after is not None:
         after_ms, after_seq = stream_id_key(after)
         if after_ms >= ms:
-            return f"{after_ms}-{after_seq + 1}"
+            return f"{after_ms}-{after_seq + 1 + leave}"
     return f"{ms}-0"
 
 

@@ -7,7 +7,7 @@ and benchmarks. Both run the same Lua script.
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,20 @@ def _refused(exc: ResponseError) -> Exception:
     return exc
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One envelope for `AsyncEnvelopePublisher.publish_many` (the fields are `publish`'s arguments)."""
+
+    participant_id: str
+    envelope_type: EnvelopeType
+    task_id: str
+    data: dict[str, object]
+    error: dict[str, str] | None = None
+    guard: PublishGuard | None = None
+    envelope_id: str | None = None
+    also: Callable[[Pipeline], object] | None = None
+
+
 @dataclass
 class _Pending:
     """One publish waiting for its batch."""
@@ -130,15 +144,32 @@ class AsyncEnvelopePublisher:
         `envelope_id` asks for that id (see the script). `also` adds commands of the caller's
         to the same round trip; they run whether or not the guard holds.
         """
+        outgoing = Outgoing(participant_id, envelope_type, task_id, data, error, guard, envelope_id, also)
+        return await self._enqueue(outgoing)
+
+    async def publish_many(self, envelopes: Sequence[Outgoing]) -> list[str | BaseException]:
+        """Publish these envelopes in this order, in one batch: each one's id, or what it met instead."""
+        replies = [self._enqueue(outgoing) for outgoing in envelopes]
+        return list(await asyncio.gather(*replies, return_exceptions=True))
+
+    def _enqueue(self, outgoing: Outgoing) -> "asyncio.Future[str]":
         keys, args = _script_args(
-            participant_id, envelope_type, task_id, data, error, guard, envelope_id, self._maxlen, self._ttl
+            outgoing.participant_id,
+            outgoing.envelope_type,
+            outgoing.task_id,
+            outgoing.data,
+            outgoing.error,
+            outgoing.guard,
+            outgoing.envelope_id,
+            self._maxlen,
+            self._ttl,
         )
         loop = asyncio.get_running_loop()
-        pending = _Pending(keys, args, also, loop.create_future())
+        pending = _Pending(keys, args, outgoing.also, loop.create_future())
         self._batch.append(pending)
         if len(self._batch) == 1:
             loop.call_soon(self._send_batch)
-        return await pending.reply
+        return pending.reply
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []

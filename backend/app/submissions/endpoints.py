@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
+from app.deps import CurrentParticipant, DatabaseDep, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
 from app.submissions import service
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
 from app.submissions.tasks import SUBMISSION
@@ -23,13 +23,13 @@ router = APIRouter(tags=["submissions"])
 async def submit_code(
     request: SubmissionRequest,
     participant_id: Annotated[uuid.UUID, Depends(admitted_submitter(SUBMISSION))],
-    session: SessionDep,
+    db: DatabaseDep,
     dispatcher: DispatcherDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
     """Grade code against an exercise; progress streams as `submission_progress`, then `submission_result`."""
-    task_id = await service.submit(session, participant_id, request, dispatcher, idempotency_key=idempotency_key)
+    task_id = await service.submit(db, participant_id, request, dispatcher, idempotency_key=idempotency_key)
     return TaskAccepted.for_task(task_id, response)
 
 

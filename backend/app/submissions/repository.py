@@ -9,15 +9,16 @@ from sqlalchemy.orm import Session
 from app.db.base import Executor, table_of, utcnow
 from app.models import Submission
 
+_ADD_SUBMISSION = insert(table_of(Submission))
+
 
 def add_submission(
-    session: Session, task_id: uuid.UUID, participant_id: uuid.UUID, exercise_id: str, code: dict[str, Any]
+    db: Executor, task_id: uuid.UUID, participant_id: uuid.UUID, exercise_id: str, code: dict[str, Any]
 ) -> None:
     """Insert the learner's code for a grading task."""
-    session.execute(
-        insert(table_of(Submission)).values(
-            task_id=task_id, participant_id=participant_id, exercise_id=exercise_id, code=code
-        )
+    db.execute(
+        _ADD_SUBMISSION,
+        {"task_id": task_id, "participant_id": participant_id, "exercise_id": exercise_id, "code": code},
     )
 
 

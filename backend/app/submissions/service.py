@@ -4,10 +4,11 @@ Grading itself is the worker's: submissions/handler.py."""
 
 import uuid
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
+from app.db.threaded import ThreadedDatabase
 from app.exercises.repository import all_exercises
 from app.submissions import repository
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
@@ -17,7 +18,7 @@ from app.tasks.dispatch import TaskDispatcher
 
 
 async def submit(
-    session: AsyncSession,
+    db: ThreadedDatabase,
     participant_id: uuid.UUID,
     request: SubmissionRequest,
     dispatcher: TaskDispatcher,
@@ -28,13 +29,13 @@ async def submit(
     if request.exercise_id not in all_exercises():
         raise NotFound(f"no exercise {request.exercise_id!r}", code="exercise_not_found")
 
-    def store_submission(session: Session, task_id: uuid.UUID) -> None:
+    def store_submission(connection: Connection, task_id: uuid.UUID) -> None:
         repository.add_submission(
-            session, task_id, participant_id, request.exercise_id, request.code.model_dump(mode="json")
+            connection, task_id, participant_id, request.exercise_id, request.code.model_dump(mode="json")
         )
 
     return await tasks_service.accept(
-        session,
+        db,
         dispatcher,
         participant_id,
         SUBMISSION.name,

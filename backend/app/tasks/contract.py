@@ -1,6 +1,9 @@
 """The contract between the task runner and a feature's handler.
 
-A handler is `async (Job) -> Outcome`. It streams what the learner should see as it happens
+A handler is `async (Job) -> Outcome`. It may also have `prepare(connection, task_id,
+participant_id)`: the reads it needs before it starts, run inside the runner's claim
+transaction (one database step fewer per task); what it returns is `job.prepared`. It streams
+what the learner should see as it happens
 through `job.report` (which never blocks: the runner publishes, coalesces and fences), and
 returns its Outcome; it fails by raising PermanentError (or TransientError from inside
 `call_with_retries`). It never publishes, writes the task's state or touches the lease: the
@@ -49,6 +52,7 @@ class Job(Generic[InputT]):
     attempt: int  # this execution's fencing token: 1 on the first execution
     resumed: bool  # an earlier execution started this task and died; its partial output must go
     report: Reporter
+    prepared: Any = None  # what the handler's `prepare` read in the claim's transaction, if it has one
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,10 @@ class HandlerResources:
 
 
 class Handler(Protocol[InputT]):
-    """A kind's work. Built once per worker process by the factory named in the registry."""
+    """A kind's work. Built once per worker process by the factory named in the registry.
+
+    Optionally also `prepare(connection, task_id, participant_id) -> Any` (see the module docstring).
+    """
 
     async def __call__(self, job: Job[InputT]) -> Outcome:
         """Do the task and return its Outcome."""

@@ -66,6 +66,7 @@ class EnvelopeStream:
         self._drained = asyncio.Event()  # nothing waits and nothing is being sent
         self._drained.set()
         self._hurry = False  # closing: stop letting text gather
+        self._handing_over = False  # the runner takes what waits: stop before the next envelope
         self._last_delta_at = -float("inf")
         self._last_progress_write = -float("inf")
         self._progress_writes: set[asyncio.Task[None]] = set()
@@ -128,6 +129,24 @@ class EnvelopeStream:
         if self.stopped.done():
             self.stopped.result()
 
+    async def hand_over(self) -> list[tuple[EnvelopeType, dict[str, Any]]]:
+        """Stop sending and return what still waits (the last text, mostly), for the runner to
+        publish in the same round trip as the result; raises what stopped the sender, if anything."""
+        self._handing_over = True
+        self._nudge_sender()
+        waiting: list[asyncio.Future[Any]] = [self._sender, self.stopped]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self.stopped.done():
+            self._sender.cancel()
+            self.stopped.result()
+        for write in list(self._progress_writes):
+            with contextlib.suppress(Exception):
+                await write
+        self._take_text()
+        remaining = list(self._queue)
+        self._queue.clear()
+        return remaining
+
     def abandon(self) -> None:
         """Stop without publishing what waits (the execution ended some other way)."""
         self._sender.cancel()
@@ -174,7 +193,7 @@ class EnvelopeStream:
         try:
             if self._opens_after is not None:
                 await self._opens_after
-            while True:
+            while not self._handing_over:
                 if not (self._queue or self._text):
                     self._drained.set()
                     await self._rest(None, ended_by_text=True)

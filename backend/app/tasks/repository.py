@@ -3,7 +3,7 @@
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -15,8 +15,23 @@ _RUNNING = (TaskState.STARTED, TaskState.PROGRESS)
 _NOT_TERMINAL = (TaskState.QUEUED, *_RUNNING)
 
 
+_ADD_TASK = insert(table_of(Task))
+_BY_IDEMPOTENCY_KEY = select(Task.task_id, Task.created_at, Task.request_hash).where(
+    Task.participant_id == bindparam("pid"), Task.idempotency_key == bindparam("key")
+)
+_FORGET_IDEMPOTENCY_KEY = update(Task).where(Task.task_id == bindparam("tid")).values(idempotency_key=None)
+
+
+class EarlierSubmit(NamedTuple):
+    """The task an Idempotency-Key was first used for."""
+
+    task_id: uuid.UUID
+    created_at: datetime
+    request_hash: str | None
+
+
 def add_task(
-    session: Session,
+    db: Executor,
     participant_id: uuid.UUID,
     kind: str,
     task_input: dict[str, Any],
@@ -24,18 +39,19 @@ def add_task(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
 ) -> uuid.UUID:
-    """Insert a QUEUED task and return its id (a Core insert: this is on every submit's hot path)."""
+    """Insert a QUEUED task and return its id (a prebuilt Core insert: this is on every submit's hot path)."""
     task_id = uuid.uuid4()
-    session.execute(
-        insert(table_of(Task)).values(
-            task_id=task_id,
-            participant_id=participant_id,
-            kind=kind,
-            state=TaskState.QUEUED,
-            input=task_input,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-        )
+    db.execute(
+        _ADD_TASK,
+        {
+            "task_id": task_id,
+            "participant_id": participant_id,
+            "kind": kind,
+            "state": TaskState.QUEUED,
+            "input": task_input,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+        },
     )
     return task_id
 
@@ -61,13 +77,14 @@ def list_owned(
     return list(session.scalars(query.order_by(Task.created_at.desc(), Task.task_id).limit(limit)))
 
 
-def get_by_idempotency_key(session: Session, participant_id: uuid.UUID, key: str) -> Task | None:
-    return session.scalar(select(Task).where(Task.participant_id == participant_id, Task.idempotency_key == key))
+def get_by_idempotency_key(db: Executor, participant_id: uuid.UUID, key: str) -> EarlierSubmit | None:
+    row = db.execute(_BY_IDEMPOTENCY_KEY, {"pid": participant_id, "key": key}).one_or_none()
+    return EarlierSubmit(row.task_id, row.created_at, row.request_hash) if row is not None else None
 
 
-def forget_idempotency_key(session: Session, task_id: uuid.UUID) -> None:
+def forget_idempotency_key(db: Executor, task_id: uuid.UUID) -> None:
     """Free an expired key for reuse (the unique constraint covers all rows)."""
-    session.execute(update(Task).where(Task.task_id == task_id).values(idempotency_key=None))
+    db.execute(_FORGET_IDEMPOTENCY_KEY, {"tid": task_id})
 
 
 @dataclass(frozen=True)

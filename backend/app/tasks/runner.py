@@ -35,7 +35,7 @@ from app.db.threaded import ThreadedDatabase
 from app.metrics import latency
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType, id_ahead
-from app.realtime.publisher import AsyncEnvelopePublisher, PublishRefused
+from app.realtime.publisher import AsyncEnvelopePublisher, Outgoing, PublishRefused
 from app.tasks import repository
 from app.tasks.contract import Handler, HandlerResources, Job, Outcome
 from app.tasks.errors import LeaseLost, PermanentError, TaskCancelled
@@ -52,9 +52,9 @@ ID_HEADROOM_MS = 500
 INFRASTRUCTURE_ERRORS = (redis.RedisError, OperationalError)
 
 
-def choose_event_id(after: str | None) -> str:
+def choose_event_id(after: str | None, *, leave: int = 0) -> str:
     """An id for an envelope this execution is about to publish (see envelopes.id_ahead)."""
-    return id_ahead(after, headroom_ms=ID_HEADROOM_MS)
+    return id_ahead(after, headroom_ms=ID_HEADROOM_MS, leave=leave)
 
 
 def _stop_if_failed(started: asyncio.Future[None], stopped: asyncio.Future[None]) -> None:
@@ -152,9 +152,17 @@ class TaskRunner:
         if token is None:
             logger.info("task is running elsewhere; acknowledging a duplicate delivery")
             return
+        prepare = getattr(await self.handlers.get(kind), "prepare", None)
+        started_id = choose_event_id(None)
+
+        def claim(connection: Connection) -> tuple[repository.ClaimedTask | None, Any]:
+            claimed = repository.claim(connection, task_id, token, last_event_id=started_id)
+            if claimed is None or prepare is None:
+                return claimed, None
+            return claimed, prepare(connection, task_id, claimed.participant_id)
+
         try:
-            started_id = choose_event_id(None)
-            claimed = await self.db.write(repository.claim, task_id, token, last_event_id=started_id)
+            claimed, prepared = await self.db.write(claim)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.leases.release(task_id, token)
@@ -167,22 +175,31 @@ class TaskRunner:
                 await pipe.execute(raise_on_error=False)
             return
         bind_log_context(participant_id=str(claimed.participant_id))
-        await Execution(self, kind, claimed, token, started_id).run()
+        await Execution(self, kind, claimed, token, started_id, prepared).run()
 
 
 class Execution:
     """One execution of one task, from its STARTED envelope to its result envelope."""
 
     def __init__(
-        self, runner: TaskRunner, kind: TaskKindSpec, task: repository.ClaimedTask, token: int, started_id: str
+        self,
+        runner: TaskRunner,
+        kind: TaskKindSpec,
+        task: repository.ClaimedTask,
+        token: int,
+        started_id: str,
+        prepared: Any,
     ):
         self._runner = runner
+        self._prepared = prepared
         self._kind = kind
         self._task = task
         self._token = token
         self._started_id = started_id
         self._guard = runner.leases.guard(task.task_id, token)
         self._last_id: str | None = None  # the newest envelope this execution published
+        # What the handler reported last and was not sent yet: it goes with the result.
+        self._remaining: list[tuple[EnvelopeType, dict[str, Any]]] = []
         self._released = False
         self._log = {"attempt": token}
 
@@ -273,6 +290,7 @@ class Execution:
             attempt=self._token,
             resumed=task.resumed,
             report=stream,
+            prepared=self._prepared,
         )
         handler = await runner.handlers.get(self._kind)
         work: asyncio.Future[Outcome] = asyncio.ensure_future(handler(job))
@@ -297,10 +315,14 @@ class Execution:
             raise SoftTimeLimitExceeded
         try:
             outcome = work.result()
-        finally:
+        except BaseException:
             await started  # raises LeaseLost or TaskCancelled when STARTED was refused
-            await stream.close()  # the last text, or the RETRYING before a failure, goes out first
+            await stream.close()  # what was reported (a RETRYING, say) goes out before the failure
             self._last_id = stream.last_id or self._last_id
+            raise
+        await started
+        self._remaining = await stream.hand_over()
+        self._last_id = stream.last_id or self._last_id
         return outcome
 
     async def _keep_lease(self, stopped: asyncio.Future[None]) -> None:
@@ -332,7 +354,8 @@ class Execution:
         """Commit the terminal state once (with the Outcome's rows), then publish the result envelope."""
         runner, task, kind = self._runner, self._task, self._kind
         data = data if data is not None else {}
-        end_id = choose_event_id(self._last_id)
+        remaining, self._remaining = self._remaining, []
+        end_id = choose_event_id(self._last_id, leave=len(remaining))
 
         def write(connection: Connection) -> bool:
             written = repository.finish(
@@ -359,20 +382,24 @@ class Execution:
                     pipe.hincrby(key, name, amount)
             runner.leases.release_in(pipe, task.task_id, self._token)
 
-        try:
-            # The terminal state is ours alone now, so this envelope needs no guard.
-            envelope_id = await runner.publisher.publish(
-                str(task.participant_id),
-                kind.result_type,
-                str(task.task_id),
-                data,
-                error,
-                envelope_id=end_id,
-                also=alongside,
+        participant, task_id = str(task.participant_id), str(task.task_id)
+        # The last text first, fenced as all of the handler's envelopes; then the result: the
+        # terminal state is ours alone now, so it needs no guard. One round trip for both.
+        outgoing = [Outgoing(participant, kind_, task_id, body, guard=self._guard) for kind_, body in remaining]
+        outgoing.append(
+            Outgoing(participant, kind.result_type, task_id, data, error, envelope_id=end_id, also=alongside)
+        )
+        *sent, published = await runner.publisher.publish_many(outgoing)
+        if any(isinstance(reply, PublishRefused) for reply in sent):
+            logger.info("the last text was refused (the task was cancelled as it finished); the result has it all")
+        if isinstance(published, redis.RedisError):
+            logger.error(
+                "the result is stored but could not be published; clients read it over HTTP", exc_info=published
             )
-        except redis.RedisError:
-            logger.exception("the result is stored but could not be published; clients read it over HTTP")
             return
+        if isinstance(published, BaseException):
+            raise published
+        envelope_id = published
         self._released = True
         if envelope_id != end_id:
             # Something newer reached the user's stream during the commit: record the real id.

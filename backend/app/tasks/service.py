@@ -9,12 +9,13 @@ from datetime import timedelta
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound
 from app.db.base import utcnow
+from app.db.threaded import ThreadedDatabase
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType, id_ahead
 from app.realtime.publisher import AsyncEnvelopePublisher
@@ -50,16 +51,19 @@ def request_fingerprint(kind: str, payload: BaseModel) -> str:
 
 
 async def accept(
-    session: AsyncSession,
+    db: ThreadedDatabase,
     dispatcher: TaskDispatcher,
     participant_id: uuid.UUID,
     kind: str,
     payload: BaseModel,
     *,
     idempotency_key: str | None,
-    also_write: Callable[[Session, uuid.UUID], None] | None = None,
+    also_write: Callable[[Connection, uuid.UUID], None] | None = None,
 ) -> uuid.UUID:
     """Accept a submission once: store it, commit, then enqueue; returns the task id.
+
+    The whole transaction is one hop to a database thread, on a Core connection: this runs on
+    every submit, and through the async session it cost three times the CPU (docs/scaling.md).
 
     The same `Idempotency-Key` (per user, 24 h) with the same body returns the first task and
     enqueues nothing; with another body it is a 409. Callers come through `SubmitAdmission`
@@ -68,9 +72,9 @@ async def accept(
     """
     fingerprint = request_fingerprint(kind, payload)
 
-    def write(sync_session: Session) -> tuple[uuid.UUID, bool]:
+    def write(connection: Connection) -> tuple[uuid.UUID, bool]:
         if idempotency_key is not None:
-            earlier = repository.get_by_idempotency_key(sync_session, participant_id, idempotency_key)
+            earlier = repository.get_by_idempotency_key(connection, participant_id, idempotency_key)
             if earlier is not None and earlier.created_at > utcnow() - IDEMPOTENCY_WINDOW:
                 if earlier.request_hash != fingerprint:
                     raise Conflict(
@@ -78,9 +82,9 @@ async def accept(
                     )
                 return earlier.task_id, False
             if earlier is not None:
-                repository.forget_idempotency_key(sync_session, earlier.task_id)
+                repository.forget_idempotency_key(connection, earlier.task_id)
         task_id = repository.add_task(
-            sync_session,
+            connection,
             participant_id,
             kind,
             payload.model_dump(mode="json"),
@@ -88,16 +92,14 @@ async def accept(
             request_hash=fingerprint,
         )
         if also_write is not None:
-            also_write(sync_session, task_id)
+            also_write(connection, task_id)
         return task_id, True
 
     try:
-        task_id, created = await session.run_sync(write)
-        await session.commit()
+        task_id, created = await db.write(write)
     except IntegrityError:
         # The same key raced in from a concurrent request: answer as the winner did.
-        await session.rollback()
-        task_id, created = await session.run_sync(write)
+        task_id, created = await db.write(write)
     if not created:
         return task_id
     try:
@@ -106,8 +108,7 @@ async def accept(
         # Committed but not enqueued: fail the row so it never sits QUEUED, and tell the client.
         logger.exception("could not enqueue task", extra={"task_id": str(task_id)})
         error = {"code": "enqueue_failed", "message": "the task queue is unavailable"}
-        await session.run_sync(repository.finish, task_id, TaskState.FAILURE, error=error)
-        await session.commit()
+        await db.write(repository.finish, task_id, TaskState.FAILURE, error=error)
         raise queue_unavailable() from exc
     return task_id
 

@@ -22,7 +22,7 @@ from app.db.session import create_sync_engine
 from app.db.threaded import ThreadedDatabase
 from app.models import ChatMessage, ChatRole, Task, TaskState, User
 from app.realtime.envelopes import EnvelopeType
-from app.realtime.publisher import PublishGuard, PublishRefused
+from app.realtime.publisher import Outgoing, PublishGuard, PublishRefused
 from app.tasks import repository
 from app.tasks.contract import HandlerResources, Job, Outcome
 from app.tasks.errors import PermanentError
@@ -54,6 +54,14 @@ class ScriptedHandler:
         return None
 
 
+class PreparingHandler(ScriptedHandler):
+    """The same, with reads done in the claim's transaction."""
+
+    def prepare(self, connection: Any, task_id: uuid.UUID, participant_id: uuid.UUID) -> dict[str, Any]:
+        state = connection.execute(select(Task.state).where(Task.task_id == task_id)).scalar_one()
+        return {"state_in_claim": state, "participant_id": participant_id}
+
+
 def _limits(_settings: Settings) -> KindLimits:
     return KindLimits(concurrency=4, soft_time_limit_s=0.5, hard_time_limit_s=5)
 
@@ -69,6 +77,18 @@ ECHO = TaskKindSpec(
     delta_type=EnvelopeType.CHAT_DELTA,
     progress_type=EnvelopeType.SUBMISSION_PROGRESS,
     timeout_message="echo took too long",
+)
+
+
+PREPARED_ECHO = TaskKindSpec(
+    name="echo-prepared",
+    task_name="echo.prepared",
+    queue="echo",
+    input_model=EchoInput,
+    result_type=EnvelopeType.CHAT_RESULT,
+    handler=f"{__name__}:PreparingHandler",
+    limits=_limits,
+    delta_type=EnvelopeType.CHAT_DELTA,
 )
 
 
@@ -155,6 +175,26 @@ class FakePublisher:
         )
         return given
 
+    async def publish_many(self, envelopes: list[Outgoing]) -> list[str | BaseException]:
+        replies: list[str | BaseException] = []
+        for e in envelopes:
+            try:
+                replies.append(
+                    await self.publish(
+                        e.participant_id,
+                        e.envelope_type,
+                        e.task_id,
+                        e.data,
+                        e.error,
+                        guard=e.guard,
+                        envelope_id=e.envelope_id,
+                        also=e.also,
+                    )
+                )
+            except Exception as exc:
+                replies.append(exc)
+        return replies
+
 
 class FakeLeases(Leases):
     """Leases that are always free (or taken, with `token=None`)."""
@@ -224,7 +264,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     leases = FakeLeases()
     runner = TaskRunner(
         settings,
-        TaskRegistry([ECHO]),
+        TaskRegistry([ECHO, PREPARED_ECHO]),
         FakeRedis(),  # type: ignore[arg-type]
         db,
         leases=leases,
@@ -441,3 +481,17 @@ async def test_a_task_cancelled_before_its_started_goes_out_never_runs_on(world:
     await asyncio.wait_for(world.runner.run("echo", world.task_id), 5)
     assert stopped.is_set() and world.publisher.envelopes == []
     assert world.task().state == "STARTED"
+
+
+async def test_a_handler_prepare_reads_in_the_claim_transaction_and_its_job_gets_the_result(world: World) -> None:
+    seen: list[Any] = []
+
+    async def run(job: Job[EchoInput]) -> Outcome:
+        seen.append(job.prepared)
+        return Outcome(result={"message": "ok"})
+
+    SCRIPT["run"] = run
+    await world.runner.run("echo-prepared", world.task_id)
+
+    assert seen == [{"state_in_claim": "STARTED", "participant_id": world.participant_id}]
+    assert world.task().state == "SUCCESS"
