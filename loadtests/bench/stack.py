@@ -87,6 +87,9 @@ def bench_stack(
         }
         if code is not None:
             defaults["PYTHONPATH"] = str(code / "backend")
+        if workers == 0:
+            # No worker drains the queues: shedding would refuse every submit past the backlog.
+            defaults["QUEUE_MAX_BACKLOG"] = "0"
         env = child_env(REDIS_URL=redis_server.url, **{**defaults, **settings})
         spawn([*CLI, "migrate"], env=env).wait()
         logs = open(Path(folder) / "processes.log", "wb")  # noqa: SIM115 (closed below)

@@ -6,6 +6,7 @@ how many answers it is streaming at once, which is what "concurrent" means here.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -314,3 +316,45 @@ async def test_the_worker_loop_never_blocks_even_when_redis_and_the_database_are
     # Blocked: our code held the loop. (Late, with the loop idle, is the machine: two cores, a browser.)
     assert _blocked_lines(worker) == [], "\n\n".join(line["stack"] for line in _blocked_lines(worker))
     assert all(summary["blocked"] == 0 for summary in summaries), summaries
+
+
+# --- the worker supervisor --------------------------------------------------------------------
+
+
+def _queue_worker(supervisor: Worker, queue: str) -> psutil.Process | None:
+    for child in psutil.Process(supervisor.process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            command = child.cmdline()
+            if "--queues" in command and command[command.index("--queues") + 1] == queue:
+                return child
+    return None
+
+
+async def test_a_queue_worker_that_dies_is_started_again_and_answers(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis, tmp_path: Path, log_dir: Path
+) -> None:
+    env = {**with_own_database(stack_env, tmp_path), "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/10"}
+    api = ApiServer("api-supervised", env, log_dir)
+    worker = Worker("worker-supervised", env, log_dir)
+    try:
+        first = _queue_worker(worker, "chat")
+        assert first is not None, "taskwire worker runs a process for the chat queue"
+        first.kill()
+        wait_until(
+            lambda: (again := _queue_worker(worker, "chat")) is not None and again.pid != first.pid,
+            timeout_s=15,
+            what="the chat worker to be started again",
+        )
+        wait_until(lambda: worker.log_text().count("worker ready") >= 3, timeout_s=30, what="it to be ready")
+        worker.assert_running()
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            account = await register(http)
+            ws, _ = await open_socket(api.ws_url, account)
+            async with ws:
+                task_id = await _ask(http, account, "still there?")
+                frames = await _frames_for(ws, {task_id}, timeout_s=30)
+    finally:
+        worker.stop()
+        api.stop()
+    assert frames[task_id][-1]["type"] == "chat_result" and frames[task_id][-1]["error"] is None
+    assert "the chat worker exited with" in worker.log_text()

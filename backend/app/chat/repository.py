@@ -3,13 +3,17 @@
 import uuid
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy import JSON, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.base import Executor, table_of
 from app.models import ChatMessage, ChatRole
 
-_ADD_MESSAGE = insert(table_of(ChatMessage))
+_JSON_OR_NULL = JSON(none_as_null=True)  # a missing value is SQL NULL, not the JSON text 'null'
+_ADD_MESSAGE = insert(table_of(ChatMessage)).values(
+    usage=bindparam("usage_or_null", type_=_JSON_OR_NULL),
+    raw_prompt_to_llm=bindparam("prompt_or_null", type_=_JSON_OR_NULL),
+)
 _TURNS_BEFORE_TASK = (
     select(ChatMessage.role, ChatMessage.content)
     .where(ChatMessage.participant_id == bindparam("pid"))
@@ -46,8 +50,8 @@ def add_message(
             "role": role,
             "content": content,
             "model": model,
-            "usage": usage,
-            "raw_prompt_to_llm": raw_prompt_to_llm,
+            "usage_or_null": usage,
+            "prompt_or_null": raw_prompt_to_llm,
         },
     )
 

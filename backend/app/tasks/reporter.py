@@ -98,7 +98,8 @@ class EnvelopeStream:
             raise TypeError(f"task kind {self._kind.name!r} declares no progress envelope")
         self._push(self._kind.progress_type, {"stage": stage, "message": message, "progress": fraction})
         now = time.monotonic()
-        if (now - self._last_progress_write >= PROGRESS_DB_INTERVAL_S or fraction >= 1) and not self._progress_writes:
+        # At most one write in flight, and one per interval; the terminal write sets progress 1.0.
+        if now - self._last_progress_write >= PROGRESS_DB_INTERVAL_S and not self._progress_writes:
             self._last_progress_write = now
             write: asyncio.Task[None] = asyncio.create_task(self._write_progress(stage, fraction))
             self._progress_writes.add(write)
@@ -123,9 +124,7 @@ class EnvelopeStream:
         self._sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._sender
-        for write in list(self._progress_writes):
-            with contextlib.suppress(Exception):
-                await write
+        await self._progress_written_all()
         if self.stopped.done():
             self.stopped.result()
 
@@ -139,9 +138,7 @@ class EnvelopeStream:
         if self.stopped.done():
             self._sender.cancel()
             self.stopped.result()
-        for write in list(self._progress_writes):
-            with contextlib.suppress(Exception):
-                await write
+        await self._progress_written_all()
         self._take_text()
         remaining = list(self._queue)
         self._queue.clear()
@@ -168,6 +165,11 @@ class EnvelopeStream:
             self._queue.append((self._delta_type, {"delta": "".join(self._text)}))
             self._text.clear()
             self._last_delta_at = time.monotonic()
+
+    async def _progress_written_all(self) -> None:
+        for write in list(self._progress_writes):
+            with contextlib.suppress(Exception):
+                await write
 
     def _progress_written(self, write: asyncio.Task[None]) -> None:
         self._progress_writes.discard(write)

@@ -26,7 +26,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.core.config import Settings
 from app.core.logging import bind_log_context
@@ -63,6 +63,14 @@ def _stop_if_failed(started: asyncio.Future[None], stopped: asyncio.Future[None]
         exception = started.exception()
         assert exception is not None
         stopped.set_exception(exception)
+
+
+class PrepareFailed(Exception):
+    """The handler's `prepare` raised: the execution fails with `internal_error`."""
+
+    def __init__(self, error: Exception):
+        super().__init__(f"prepare failed: {error!r}")
+        self.error = error
 
 
 class SoftTimeLimitExceeded(Exception):
@@ -134,18 +142,13 @@ class TaskRunner:
         )
         self.handlers = Handlers(HandlerResources(settings, db))
         self._slots = {kind.name: asyncio.Semaphore(kind.limits(settings).concurrency) for kind in registry}
-        self.running = 0
 
     async def run(self, kind_name: str, task_id: uuid.UUID) -> None:
         """Run one delivery of a task (a duplicate or finished one is acknowledged and skipped)."""
         kind = self.registry[kind_name]
         bind_log_context(task_id=str(task_id))
         async with self._slots[kind.name]:
-            self.running += 1
-            try:
-                await self._run(kind, task_id)
-            finally:
-                self.running -= 1
+            await self._run(kind, task_id)
 
     async def _run(self, kind: TaskKindSpec, task_id: uuid.UUID) -> None:
         token = await self.leases.take(task_id)
@@ -159,7 +162,13 @@ class TaskRunner:
             claimed = repository.claim(connection, task_id, token, last_event_id=started_id)
             if claimed is None or prepare is None:
                 return claimed, None
-            return claimed, prepare(connection, task_id, claimed.participant_id)
+            try:
+                return claimed, prepare(connection, task_id, claimed.participant_id)
+            except (*INFRASTRUCTURE_ERRORS, SQLAlchemyError):
+                raise  # nothing is claimed: the task is handed out again
+            except Exception as exc:
+                # A bug in the handler's reads fails the task (below), rather than unclaiming it for ever.
+                return claimed, PrepareFailed(exc)
 
         try:
             claimed, prepared = await self.db.write(claim)
@@ -270,6 +279,14 @@ class Execution:
     async def _handle(self, started: asyncio.Future[None]) -> Outcome:
         """The handler's Outcome, with the lease kept and the kind's soft time limit applied."""
         runner, task = self._runner, self._task
+        try:
+            if isinstance(self._prepared, PrepareFailed):
+                raise self._prepared from self._prepared.error
+            job_input = self._kind.input_model.model_validate(task.input)
+            handler = await runner.handlers.get(self._kind)
+        except Exception:
+            await started  # STARTED goes out before the failure's result (or was refused: then that)
+            raise
         stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         started.add_done_callback(lambda done: _stop_if_failed(done, stopped))
         stream = EnvelopeStream(
@@ -286,13 +303,12 @@ class Execution:
         job = Job(
             task_id=task.task_id,
             participant_id=task.participant_id,
-            input=self._kind.input_model.model_validate(task.input),
+            input=job_input,
             attempt=self._token,
             resumed=task.resumed,
             report=stream,
             prepared=self._prepared,
         )
-        handler = await runner.handlers.get(self._kind)
         work: asyncio.Future[Outcome] = asyncio.ensure_future(handler(job))
         renewer = asyncio.ensure_future(self._keep_lease(stopped))
         expired = False

@@ -62,6 +62,13 @@ class PreparingHandler(ScriptedHandler):
         return {"state_in_claim": state, "participant_id": participant_id}
 
 
+class BrokenPrepareHandler(ScriptedHandler):
+    """A handler whose reads have a bug."""
+
+    def prepare(self, connection: Any, task_id: uuid.UUID, participant_id: uuid.UUID) -> None:
+        raise KeyError("a bug in the handler's reads")
+
+
 def _limits(_settings: Settings) -> KindLimits:
     return KindLimits(concurrency=4, soft_time_limit_s=0.5, hard_time_limit_s=5)
 
@@ -89,6 +96,17 @@ PREPARED_ECHO = TaskKindSpec(
     handler=f"{__name__}:PreparingHandler",
     limits=_limits,
     delta_type=EnvelopeType.CHAT_DELTA,
+)
+
+
+BROKEN_PREPARE = TaskKindSpec(
+    name="echo-broken-prepare",
+    task_name="echo.broken",
+    queue="echo",
+    input_model=EchoInput,
+    result_type=EnvelopeType.CHAT_RESULT,
+    handler=f"{__name__}:BrokenPrepareHandler",
+    limits=_limits,
 )
 
 
@@ -233,6 +251,20 @@ class World:
         return [e.data.get("delta", "") for e in self.publisher.envelopes if e.type == kind]
 
 
+def waits_until_cancelled(cancelled: asyncio.Event) -> Script:
+    """A handler that would run for half a minute; `cancelled` is set when it is stopped instead."""
+
+    async def run(job: Job[EchoInput]) -> Outcome:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Outcome(result={})
+
+    return run
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     settings = Settings(
@@ -264,7 +296,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     leases = FakeLeases()
     runner = TaskRunner(
         settings,
-        TaskRegistry([ECHO, PREPARED_ECHO]),
+        TaskRegistry([ECHO, PREPARED_ECHO, BROKEN_PREPARE]),
         FakeRedis(),  # type: ignore[arg-type]
         db,
         leases=leases,
@@ -344,16 +376,7 @@ async def test_an_unexpected_error_is_reported_as_ours_without_its_details(world
 
 async def test_a_handler_past_its_soft_limit_is_cancelled_and_the_task_fails_with_timeout(world: World) -> None:
     cancelled = asyncio.Event()
-
-    async def run(job: Job[EchoInput]) -> Outcome:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Outcome(result={})
-
-    SCRIPT["run"] = run
+    SCRIPT["run"] = waits_until_cancelled(cancelled)
     await world.runner.run("echo", world.task_id)
 
     assert cancelled.is_set(), "the handler is cancelled at the soft limit"
@@ -468,16 +491,7 @@ async def test_a_task_cancelled_before_its_started_goes_out_never_runs_on(world:
     world.publisher.refuse_from = 0  # STARTED itself meets the cancellation
     world.publisher.started_delay_s = 0.05
     stopped = asyncio.Event()
-
-    async def run(job: Job[EchoInput]) -> Outcome:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            stopped.set()
-            raise
-        return Outcome(result={})
-
-    SCRIPT["run"] = run
+    SCRIPT["run"] = waits_until_cancelled(stopped)
     await asyncio.wait_for(world.runner.run("echo", world.task_id), 5)
     assert stopped.is_set() and world.publisher.envelopes == []
     assert world.task().state == "STARTED"
@@ -495,3 +509,14 @@ async def test_a_handler_prepare_reads_in_the_claim_transaction_and_its_job_gets
 
     assert seen == [{"state_in_claim": "STARTED", "participant_id": world.participant_id}]
     assert world.task().state == "SUCCESS"
+
+
+async def test_a_failing_prepare_fails_the_task_once_instead_of_leaving_it_queued(world: World) -> None:
+    SCRIPT["run"] = lambda job: asyncio.sleep(0, Outcome(result={}))
+    await world.runner.run("echo-broken-prepare", world.task_id)
+
+    assert CALLS == [], "the handler does not run"
+    assert [e.type for e in world.publisher.envelopes] == ["task_status", "chat_result"]
+    assert world.publisher.envelopes[-1].error is not None
+    assert world.publisher.envelopes[-1].error["code"] == "internal_error"
+    assert world.task().state == "FAILURE"
