@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.realtime import history
-from app.realtime.envelopes import EnvelopeType, history_key, user_channel
+from app.realtime.envelopes import EnvelopeType, history_key, id_ahead, user_channel
 from app.realtime.publisher import EnvelopePublisher
 
 SYSTEM_REDIS_URL = os.environ.get("TASKWIRE_TEST_SYSTEM_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -109,3 +109,21 @@ async def test_read_after_reports_trimmed_history_as_not_recovered(
 async def test_read_after_on_missing_history_is_not_recovered(async_client: aioredis.Redis, participant: str) -> None:
     replay = await history.read_after(async_client, participant, "1-0", limit=100)
     assert replay.recovered is False and replay.entries == [] and replay.head_id is None
+
+
+def test_a_publish_repeated_with_its_chosen_id_is_done_once(sync_client: redis.Redis, participant: str) -> None:
+    # A result whose reply was lost is published again: the same envelope at the same chosen id.
+    publisher = EnvelopePublisher(sync_client, history_maxlen=100, history_ttl_s=3600)
+    first = publisher.publish(participant, EnvelopeType.CHAT_DELTA, "t", {"delta": "a"})
+    chosen = id_ahead(first, headroom_ms=500)
+    stamp = "2026-12-02T10:00:00.000Z"
+    body = {"message": "the answer"}
+    ids = [
+        publisher.publish(participant, EnvelopeType.CHAT_RESULT, "t", body, envelope_id=chosen, timestamp=stamp)
+        for _ in range(2)
+    ]
+    assert ids == [chosen, chosen]
+    assert [entry_id for entry_id, _ in sync_client.xrange(history_key(participant))] == [first, chosen]
+    # Another envelope asking for the same id is no repeat: it takes the next free one.
+    other = publisher.publish(participant, EnvelopeType.CHAT_RESULT, "t", {"message": "x"}, envelope_id=chosen)
+    assert other != chosen and sync_client.xlen(history_key(participant)) == 3

@@ -79,13 +79,15 @@ def encode_body(
     task_id: str,
     data: dict[str, Any],
     error: dict[str, str] | None = None,
+    *,
+    timestamp: str | None = None,
 ) -> str:
-    """The envelope as compact JSON without its `id`, ready for `attach_id`."""
+    """The envelope as compact JSON without its `id`, ready for `attach_id` (stamped now, unless given)."""
     body = {
         "v": ENVELOPE_VERSION,
         "type": str(envelope_type),
         "task_id": task_id,
-        "timestamp": utc_timestamp(),
+        "timestamp": timestamp or utc_timestamp(),
         "data": data,
         "error": error,
     }

@@ -23,7 +23,9 @@ from app.realtime.envelopes import EnvelopeType, encode_body, history_key, user_
 # is refused unless `owner_key` still holds the caller's token and `stop_key` does not exist.
 # With an id (ARGV[6]) the entry gets exactly that id when it is newer than the stream's
 # newest, and the next free one otherwise: a caller can record an id before publishing and see
-# whether it held. The splice of the id into the body is the same as envelopes.attach_id.
+# whether it held. If that id already holds this very envelope, an earlier try went through
+# (its reply was lost): the publish is done, not repeated. The splice of the id into the body
+# is the same as envelopes.attach_id.
 _PUBLISH_SCRIPT = """
 if KEYS[2] ~= '' then
   if redis.call('GET', KEYS[2]) ~= ARGV[5] then return redis.error_reply('TASKWIRE_GUARD_OWNER') end
@@ -31,6 +33,8 @@ if KEYS[2] ~= '' then
 end
 local id
 if ARGV[6] ~= '' then
+  local same = redis.call('XRANGE', KEYS[1], ARGV[6], ARGV[6])
+  if #same > 0 and same[1][2][2] == ARGV[1] then return ARGV[6] end
   local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[6], 'e', ARGV[1])
   if type(added) == 'string' then id = added end
 end
@@ -69,8 +73,9 @@ def _script_args(
     envelope_id: str | None,
     maxlen: int,
     ttl: int,
+    timestamp: str | None = None,
 ) -> tuple[list[str], list[str | int]]:
-    body = encode_body(envelope_type, task_id, data, error)
+    body = encode_body(envelope_type, task_id, data, error, timestamp=timestamp)
     keys = [history_key(participant_id), guard.owner_key if guard else "", guard.stop_key if guard else ""]
     args: list[str | int] = [body, maxlen, ttl, user_channel(participant_id), guard.token if guard else ""]
     args.append(envelope_id or "")
@@ -98,6 +103,8 @@ class Outgoing:
     guard: PublishGuard | None = None
     envelope_id: str | None = None
     also: Callable[[Pipeline], object] | None = None
+    # Fixed when the same envelope may be published again: the repeat is then byte-identical.
+    timestamp: str | None = None
 
 
 @dataclass
@@ -163,6 +170,7 @@ class AsyncEnvelopePublisher:
             outgoing.envelope_id,
             self._maxlen,
             self._ttl,
+            outgoing.timestamp,
         )
         loop = asyncio.get_running_loop()
         pending = _Pending(keys, args, outgoing.also, loop.create_future())
@@ -232,10 +240,11 @@ class EnvelopePublisher:
         *,
         guard: PublishGuard | None = None,
         envelope_id: str | None = None,
+        timestamp: str | None = None,
     ) -> str:
         """Publish one envelope; returns its id. With `guard`, raises PublishRefused when it does not hold."""
         keys, args = _script_args(
-            participant_id, envelope_type, task_id, data, error, guard, envelope_id, self._maxlen, self._ttl
+            participant_id, envelope_type, task_id, data, error, guard, envelope_id, self._maxlen, self._ttl, timestamp
         )
         try:
             return str(self._script(keys=keys, args=args))

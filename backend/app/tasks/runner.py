@@ -34,7 +34,7 @@ from app.db.base import utcnow
 from app.db.threaded import ThreadedDatabase
 from app.metrics import latency
 from app.models import TaskState
-from app.realtime.envelopes import EnvelopeType, id_ahead
+from app.realtime.envelopes import EnvelopeType, id_ahead, utc_timestamp
 from app.realtime.publisher import AsyncEnvelopePublisher, Outgoing, PublishRefused
 from app.tasks import repository
 from app.tasks.contract import Handler, HandlerResources, Job, Outcome
@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 # cancellation) still take ids below it while the terminal transaction commits.
 ID_HEADROOM_MS = 500
 INFRASTRUCTURE_ERRORS = (redis.RedisError, OperationalError)
+# A committed result is published however long Redis takes to come back, up to this: its
+# learners' clients would otherwise never hear of it (with a persistent Redis their history is
+# intact, so nothing tells them to read it over HTTP).
+RESULT_PUBLISH_DEADLINE_S = 120.0
 
 
 def choose_event_id(after: str | None, *, leave: int = 0) -> str:
@@ -356,6 +360,31 @@ class Execution:
                 stopped.set_exception(LeaseLost() if state is LeaseState.LOST else TaskCancelled())
                 return
 
+    async def _publish_result_again(self, result: Outgoing, failure: redis.RedisError) -> str | None:
+        """Publish a committed result until Redis takes it (or the deadline passes): its id, or None.
+
+        Only the result goes again (it carries the whole answer; the text sent with it may have
+        gone through). Its chosen id makes a repeat of a publish that went through a no-op.
+        """
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + RESULT_PUBLISH_DEADLINE_S, 0.25
+        while loop.time() < deadline:
+            logger.warning("could not publish the result yet; trying again", extra={**self._log, "error": str(failure)})
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            try:
+                return await self._publish_one(result)
+            except redis.RedisError as exc:
+                failure = exc
+        logger.error("the result is stored but could not be published; clients read it over HTTP", exc_info=failure)
+        return None
+
+    async def _publish_one(self, envelope: Outgoing) -> str:
+        (reply,) = await self._runner.publisher.publish_many([envelope])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
     async def _write_progress(self, stage: str, fraction: float) -> None:
         await self._runner.db.write(repository.record_progress, self._task.task_id, self._token, stage, fraction)
 
@@ -402,17 +431,24 @@ class Execution:
         # The last text first, fenced as all of the handler's envelopes; then the result: the
         # terminal state is ours alone now, so it needs no guard. One round trip for both.
         outgoing = [Outgoing(participant, kind_, task_id, body, guard=self._guard) for kind_, body in remaining]
-        outgoing.append(
-            Outgoing(participant, kind.result_type, task_id, data, error, envelope_id=end_id, also=alongside)
+        result = Outgoing(
+            participant,
+            kind.result_type,
+            task_id,
+            data,
+            error,
+            envelope_id=end_id,
+            also=alongside,
+            timestamp=utc_timestamp(),  # fixed: a repeat of this publish must be byte-identical
         )
-        *sent, published = await runner.publisher.publish_many(outgoing)
+        *sent, published = await runner.publisher.publish_many([*outgoing, result])
         if any(isinstance(reply, PublishRefused) for reply in sent):
             logger.info("the last text was refused (the task was cancelled as it finished); the result has it all")
         if isinstance(published, redis.RedisError):
-            logger.error(
-                "the result is stored but could not be published; clients read it over HTTP", exc_info=published
-            )
-            return
+            again = await self._publish_result_again(result, published)
+            if again is None:
+                return
+            published = again
         if isinstance(published, BaseException):
             raise published
         envelope_id = published

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from pydantic import BaseModel
 from sqlalchemy import insert, select
 
@@ -159,6 +160,7 @@ class FakePublisher:
     refuse_from: int | None = None
     move_result_id: bool = False
     started_delay_s: float = 0.0
+    result_failures: int = 0  # the next results meet a dead Redis this many times
     _sequence: int = 0
 
     async def publish(
@@ -178,6 +180,9 @@ class FakePublisher:
             also(pipe)
         if data.get("state") == "STARTED":
             await asyncio.sleep(self.started_delay_s)
+        if envelope_type == EnvelopeType.CHAT_RESULT and self.result_failures:
+            self.result_failures -= 1
+            raise redis.ConnectionError("Error 111 connecting: Connection refused")
         guarded = [e for e in self.envelopes if e.guarded]
         if guard is not None and self.refuse_from is not None and len(guarded) >= self.refuse_from:
             raise PublishRefused("stopped")
@@ -520,3 +525,19 @@ async def test_a_failing_prepare_fails_the_task_once_instead_of_leaving_it_queue
     assert world.publisher.envelopes[-1].error is not None
     assert world.publisher.envelopes[-1].error["code"] == "internal_error"
     assert world.task().state == "FAILURE"
+
+
+async def test_a_committed_result_is_published_once_redis_is_back(world: World) -> None:
+    world.publisher.result_failures = 2  # Redis is down for the first two tries
+
+    async def run(job: Job[EchoInput]) -> Outcome:
+        job.report.delta("all of it")
+        return Outcome(result={"message": "all of it"})
+
+    SCRIPT["run"] = run
+    await world.runner.run("echo", world.task_id)
+
+    results = [e for e in world.publisher.envelopes if e.type == "chat_result"]
+    assert len(results) == 1 and results[0].data == {"message": "all of it"}
+    assert results[0].id == results[0].asked_id == world.task().last_event_id
+    assert world.publisher.envelopes[-1].type == "chat_result", "nothing after the result"
