@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from app.core.embedded_redis import EmbeddedRedis
 from app.realtime import history
 from app.realtime.envelopes import EnvelopeType, history_key, id_ahead, user_channel
-from app.realtime.publisher import EnvelopePublisher
+from app.realtime.publisher import AsyncEnvelopePublisher, EnvelopePublisher, Outgoing
 
 SYSTEM_REDIS_URL = os.environ.get("TASKWIRE_TEST_SYSTEM_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -127,3 +127,18 @@ def test_a_publish_repeated_with_its_chosen_id_is_done_once(sync_client: redis.R
     # Another envelope asking for the same id is no repeat: it takes the next free one.
     other = publisher.publish(participant, EnvelopeType.CHAT_RESULT, "t", {"message": "x"}, envelope_id=chosen)
     assert other != chosen and sync_client.xlen(history_key(participant)) == 3
+
+
+async def test_publishes_whose_script_was_lost_mid_batch_are_sent_again_each_to_its_caller(
+    sync_client: redis.Redis, async_client: aioredis.Redis, participant: str
+) -> None:
+    # Redis forgets its scripts in the middle of a batch (a restart, SCRIPT FLUSH): the publishes
+    # before keep their ids, those after are sent again, and every caller hears its own envelope's id.
+    publisher = AsyncEnvelopePublisher(async_client, history_maxlen=100, history_ttl_s=3600)
+    flushed = Outgoing(participant, EnvelopeType.CHAT_DELTA, "t", {"delta": "0"}, also=lambda pipe: pipe.script_flush())
+    batch = [flushed] + [Outgoing(participant, EnvelopeType.CHAT_DELTA, "t", {"delta": str(i)}) for i in range(1, 4)]
+    ids = await publisher.publish_many(batch)
+    assert all(isinstance(envelope_id, str) for envelope_id in ids), ids
+    stored = {entry_id: json.loads(fields["e"]) for entry_id, fields in sync_client.xrange(history_key(participant))}
+    assert len(stored) == 4, "each envelope is in the history once"
+    assert [stored[envelope_id]["data"]["delta"] for envelope_id in ids] == ["0", "1", "2", "3"]

@@ -115,7 +115,6 @@ class _Pending:
     args: list[str | int]
     also: Callable[[Pipeline], object] | None
     reply: "asyncio.Future[str]"
-    index: int = 0  # its command's position in the batch's pipeline
 
 
 class AsyncEnvelopePublisher:
@@ -188,20 +187,19 @@ class AsyncEnvelopePublisher:
     async def _send(self, batch: list[_Pending]) -> None:
         try:
             replies = await self._execute(batch, with_also=True)
-            lost_script = [p for p in batch if isinstance(replies[p.index], NoScriptError)]
-            if lost_script:
+            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if lost:
                 # Redis lost its scripts (a restart): load it and publish those again, without `also`.
                 await self._client.script_load(_PUBLISH_SCRIPT)
-                again = await self._execute(lost_script, with_also=False)
-                for pending in lost_script:
-                    replies[pending.index] = again[pending.index]
+                again = await self._execute([batch[i] for i in lost], with_also=False)
+                for i, reply in zip(lost, again, strict=True):
+                    replies[i] = reply
         except Exception as exc:  # the connection failed: every caller of the batch hears it
             for pending in batch:
                 if not pending.reply.done():
                     pending.reply.set_exception(exc)
             return
-        for pending in batch:
-            reply = replies[pending.index]
+        for pending, reply in zip(batch, replies, strict=True):
             if pending.reply.done():  # the caller gave up waiting
                 continue
             if isinstance(reply, ResponseError):
@@ -212,14 +210,16 @@ class AsyncEnvelopePublisher:
                 pending.reply.set_result(str(reply))
 
     async def _execute(self, batch: list[_Pending], *, with_also: bool) -> list[Any]:
+        """Run the batch in one pipeline; returns each publish's reply, in the batch's order."""
         async with self._client.pipeline(transaction=False) as pipe:
+            positions = []
             for pending in batch:
-                pending.index = len(pipe.command_stack)
+                positions.append(len(pipe.command_stack))
                 pipe.evalsha(_SHA, 3, *pending.keys, *pending.args)
                 if with_also and pending.also is not None:
                     pending.also(pipe)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return [replies[position] for position in positions]
 
 
 class EnvelopePublisher:

@@ -48,7 +48,7 @@ class TaskKindSpec:
 
 
 class TaskRegistry:
-    """Every task kind, by name and by Celery task name."""
+    """Every task kind by name; refuses two kinds with one name or one Celery task name."""
 
     def __init__(self, kinds: Iterable[TaskKindSpec]):
         self._by_name: dict[str, TaskKindSpec] = {}

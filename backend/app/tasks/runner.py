@@ -5,10 +5,12 @@ the database, docs/scaling.md):
 1. Redis, one script: the message is picked up, the lease taken with a fencing token.
 2. Database, one transaction: the task read and marked STARTED, with the id its STARTED
    envelope is about to get as `last_event_id`.
-3. Redis, one pipeline: `task_status STARTED` (fenced), and the submit→first-message latency.
-4. The handler runs; what it reports is published behind it (tasks/reporter.py).
+3. Redis, one pipeline: `task_status STARTED` (fenced), and the submit→first-message latency,
+   sent while the handler begins (4); the handler's envelopes queue behind it.
+4. The handler runs; what it reports is published behind it in batches (tasks/reporter.py).
 5. Database, one transaction: the terminal state, the handler's own rows and `last_event_id`.
-6. Redis, one pipeline: the result envelope, its latency, the handler's counters, the lease's release.
+6. Redis, one pipeline: the last text not yet sent, the result envelope, its latency, the
+   handler's counters, the lease's release.
 The result envelope's id must be known before the commit in step 5 (SPEC §5.6: the terminal
 state is committed before anyone can see the envelope), so the runner chooses it: a stream id
 slightly ahead of now, which Redis accepts as long as nothing newer reached the user's stream
