@@ -1,5 +1,7 @@
 """Grading in the real system Chromium: shipped exercises, every checkpoint type and operator, hostile pages."""
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -319,3 +321,120 @@ async def test_a_crashed_browser_is_replaced(pool: SandboxPool) -> None:
     await browser.close()
     report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
     assert report.passed and pool.launches == launches + 1
+
+
+# One author rule that matches every element, the old expectation probe included, with the
+# wrong value for every property the style checks look at.
+EVERYTHING_WRONG = """*, *[style] { color: blue !important; background-color: blue !important; padding-top: 3px !important;
+border-top-width: 1px !important; border-top-style: dotted !important; margin-bottom: 0px !important;
+display: block !important; justify-content: center !important; }"""
+
+
+@pytest.mark.parametrize("exercise_id", ["css-box-model", "css-colours", "css-flex-row"])
+async def test_a_rule_that_also_styles_the_expectation_passes_no_style_check(
+    pool: SandboxPool, exercise_id: str
+) -> None:
+    exercise = EXERCISES[exercise_id]
+    cheat = CodeFiles(html=exercise.answer.html, css=EVERYTHING_WRONG, js="")
+    report, _ = await _grade(pool, exercise, cheat)
+    equals = {
+        c.name for c in exercise.checkpoints if getattr(c, "type", "") == "assert_style" and c.operator == "equals"
+    }
+    assert equals, "the exercise has style checks to cheat"
+    faked = [c["name"] for c in report.checkpoints if c["name"] in equals and c["passed"]]
+    assert not faked, faked
+
+
+async def test_styles_are_compared_in_computed_form() -> None:
+    # 'red' == '#f00', '1em' == the element's font size, '50%' == half the parent's width.
+    exercise = _exercise(
+        [
+            {"type": "assert_style", "selector": "#t", "property": "color", "operator": "equals", "value": "#f00"},
+            {"type": "assert_style", "selector": "#t", "property": "margin-top", "operator": "equals", "value": "1em"},
+            {"type": "assert_style", "selector": "#t", "property": "width", "operator": "equals", "value": "50%"},
+            {
+                "type": "assert_style",
+                "selector": "#t",
+                "property": "border-top-width",
+                "operator": "equals",
+                "value": "2px",
+            },
+        ]
+    )
+    code = CodeFiles(
+        html="<div style='width: 600px'><p id='t'>x</p></div>",
+        css="#t { color: red; font-size: 20px; margin-top: 20px; width: 300px; border-top: 2px solid; }",
+    )
+    sandbox = SandboxPool(chromium_path="/usr/bin/chromium", max_concurrency=1, queue_timeout_s=30, timeout_s=10)
+    try:
+        report, _ = await _grade(sandbox, exercise, code)
+    finally:
+        await sandbox.close()
+    assert [c["passed"] for c in report.checkpoints] == [True, True, True, True], report.checkpoints
+
+
+async def test_an_upper_case_script_end_tag_in_the_js_stays_inside_the_script(pool: SandboxPool) -> None:
+    code = CodeFiles(
+        html="<h1>x</h1>",
+        js="document.querySelector('h1').textContent = ['My First Page', '</SCRIPT><h2>out</h2>'][0];",
+    )
+    report, _ = await _grade(pool, HEADING_EXERCISE, code)
+    assert report.passed, "the script ran whole: '</SCRIPT>' did not end it early"
+
+
+FLOODS = {
+    "alert loop": "while (true) alert('again');",
+    "console loop": "while (true) console.log('x'.repeat(1000));",
+    "alerts every tick": "setInterval(() => { for (let i = 0; i < 1000; i++) alert(i); }, 0);",
+    "console every tick": "setInterval(() => { for (let i = 0; i < 10000; i++) console.log(i); }, 0);",
+    "errors every tick": "setInterval(() => { throw new Error('boom'); }, 0);",
+    "a huge DOM": "let s = ''; for (let i = 0; i < 3e6; i++) s += '<div>x</div>'; document.body.innerHTML = s;",
+}
+
+
+@pytest.mark.parametrize("flood", sorted(FLOODS))
+async def test_a_flooding_page_ends_within_its_time_limit_and_the_browser_stays(pool: SandboxPool, flood: str) -> None:
+    launches = pool.launches
+    started = time.monotonic()
+    try:
+        report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>", js=FLOODS[flood]))
+        assert report.passed  # the page finished: its flood was counted, not waited on
+    except PermanentError as failure:
+        assert failure.code == "timeout" and "loop" in failure.message
+    assert time.monotonic() - started < 5 + 1, "the time limit (5 s) includes closing the page"
+    assert pool.launches == launches, "one learner's page never restarts the shared browser"
+
+
+async def test_a_memory_bomb_is_the_learners_page_crashing_not_our_error(pool: SandboxPool) -> None:
+    bomb = CodeFiles(html="<h1>My First Page</h1>", js="const a = []; while (true) a.push(new Array(1e6).fill(1.5));")
+    launches = pool.launches
+    with pytest.raises(PermanentError) as failure:
+        await _grade(pool, HEADING_EXERCISE, bomb)
+    assert failure.value.code == "page_crashed" and "memory" in failure.value.message
+    assert pool.launches == launches
+    report, _ = await _grade(pool, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))
+    assert report.passed
+
+
+async def test_five_stuck_pages_of_one_learner_neither_fail_nor_slow_another_learners_grading() -> None:
+    sandbox = SandboxPool(chromium_path="/usr/bin/chromium", max_concurrency=5, queue_timeout_s=60, timeout_s=3)
+    stuck = CodeFiles(html="<h1>x</h1>", js="while (true) alert('stuck');")
+    try:
+        await _grade(sandbox, HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"))  # the browser is up
+        hostile = [
+            asyncio.ensure_future(sandbox.grade(HEADING_EXERCISE, stuck, lambda *step: None, learner="mallory"))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.5)  # the first of them is in the browser, looping
+        started = time.monotonic()
+        report = await sandbox.grade(
+            HEADING_EXERCISE, CodeFiles(html="<h1>My First Page</h1>"), lambda *step: None, learner="alice"
+        )
+        took = time.monotonic() - started
+        outcomes = await asyncio.gather(*hostile, return_exceptions=True)
+    finally:
+        await sandbox.close()
+    assert report.passed and took < 2.0, took
+    assert all(isinstance(o, PermanentError) and o.code == "timeout" for o in outcomes), outcomes
+    assert sandbox.peak == 2, "one of mallory's pages at a time, beside alice's"
+    assert sandbox.launches == 1

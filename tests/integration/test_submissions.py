@@ -91,6 +91,9 @@ async def test_twelve_concurrent_submissions_never_use_more_than_five_contexts(
         "REDIS_URL": redis_server.url,
         "SANDBOX_MAX_CONCURRENCY": "5",
         "SANDBOX_QUEUE_TIMEOUT_S": "60",
+        # One learner fills the pool here; the per-learner caps have tests of their own.
+        "SANDBOX_MAX_PER_LEARNER": "12",
+        "SUBMISSION_MAX_IN_FLIGHT": "12",
     }
     api = ApiServer("api-sandbox-pool", env, log_dir)
     # More Celery slots than contexts: the pool, not the queue, must hold the line at five.
@@ -103,6 +106,7 @@ async def test_twelve_concurrent_submissions_never_use_more_than_five_contexts(
             responses = await asyncio.gather(
                 *(http.post("/submit-test2", json=body, headers=account.headers) for _ in range(12))
             )
+            assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
             task_ids = [r.json()["task_id"] for r in responses]
             statuses = await finished_tasks(http, account, task_ids, timeout_s=120)
         assert [statuses[t]["state"] for t in task_ids] == ["SUCCESS"] * 12

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     sandbox_max_concurrency: int = Field(default=5, gt=0)
     sandbox_queue_timeout_s: float = Field(default=30, gt=0)
     sandbox_timeout_s: float = Field(default=15, gt=0)
+    # A learner's submissions waiting for their grade; one more is refused (429 too_many_in_flight).
+    submission_max_in_flight: int = Field(default=5, gt=0)
+    # Gradings of one learner in the pool at once; the rest wait (within the queue timeout).
+    sandbox_max_per_learner: int = Field(default=1, gt=0)
+    # A learner's page's JavaScript heap: a memory bomb ends its own page, quickly.
+    sandbox_js_heap_mb: int = Field(default=256, ge=16)
 
     # Host headers this service answers to, and browser origins allowed to call it cross-origin.
     allowed_hosts: list[str] = ["*"]

@@ -1,4 +1,4 @@
-"""Checkpoint logic that needs no browser: operators, and the reader script run in the isolated world."""
+"""Checkpoint logic that needs no browser (operators), and the scripts that read values in the browser."""
 
 import re
 from typing import Any
@@ -15,9 +15,9 @@ _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
 
 # Runs in an isolated world of the learner's page: same DOM, but its own JavaScript globals,
 # so learner code that replaces document.querySelector, getComputedStyle or Object.prototype
-# cannot change what it sees. Expected style values are normalised by the browser itself: a
-# probe with the target's font size, in the target's parent, is given the expected value and
-# its computed value read back ('red', '#f00' and 'rgb(255, 0, 0)' all become the same text).
+# cannot change what it sees. A style is read with what its expected value needs to be put in
+# the same computed form (the element's font size for `em`, its parent's box for percentages):
+# that is done by NORMALISE_JS in a page of the grader's own, which the learner's CSS cannot reach.
 READER_JS = r"""
 (spec) => {
   const first = () => document.querySelector(spec.selector);
@@ -36,23 +36,14 @@ READER_JS = r"""
       const el = first();
       if (!el) return null;
       const style = getComputedStyle(el);
-      const actual = style.getPropertyValue(spec.property).trim();
-      let expected = spec.expected;
-      if (expected !== null && expected !== undefined) {
-        const probe = document.createElement('div');
-        probe.style.fontSize = style.fontSize;
-        // A border, outline or column-rule width computes to 0 unless that line has a style.
-        if (/^(border(-(top|right|bottom|left))?|outline|column-rule)-width$/.test(spec.property)) {
-          probe.style.setProperty(spec.property.replace(/width$/, 'style'), 'solid');
-        }
-        probe.style.setProperty(spec.property, String(expected));
-        if (probe.style.getPropertyValue(spec.property) !== '') {
-          (el.parentElement || document.documentElement).appendChild(probe);
-          expected = getComputedStyle(probe).getPropertyValue(spec.property).trim();
-          probe.remove();
-        }
-      }
-      return [actual, expected];
+      const parent = (el.parentElement || document.documentElement).getBoundingClientRect();
+      return {
+        property: spec.property,
+        actual: style.getPropertyValue(spec.property).trim(),
+        fontSize: style.fontSize,
+        width: parent.width,
+        height: parent.height,
+      };
     }
     case 'script':
       return (new Function(spec.script))();
@@ -75,6 +66,33 @@ def reader_spec(check: ValueCheck) -> dict[str, Any]:
     if isinstance(check, AssertStyle):
         return {"kind": "style", "selector": check.selector, "property": check.property, "expected": check.value}
     return {"kind": "script", "script": check.script}
+
+
+# Runs in the grader's own blank page: a probe with the target's font size, in a box the size
+# of the target's parent, is given the expected value and its computed value read back
+# ('red', '#f00' and 'rgb(255, 0, 0)' all become the same text). A value the browser does
+# not accept for the property stays as written.
+NORMALISE_JS = r"""
+(spec) => {
+  const probe = document.createElement('div');
+  probe.style.fontSize = spec.fontSize;
+  // A border, outline or column-rule width computes to 0 unless that line has a style.
+  if (/^(border(-(top|right|bottom|left))?|outline|column-rule)-width$/.test(spec.property)) {
+    probe.style.setProperty(spec.property.replace(/width$/, 'style'), 'solid');
+  }
+  probe.style.setProperty(spec.property, String(spec.expected));
+  if (probe.style.getPropertyValue(spec.property) === '') return String(spec.expected);
+  const box = document.createElement('div');
+  box.style.cssText = 'position: absolute; left: 0; top: 0; visibility: hidden';
+  box.style.width = spec.width + 'px';
+  box.style.height = spec.height + 'px';
+  box.appendChild(probe);
+  document.body.appendChild(box);
+  const value = getComputedStyle(probe).getPropertyValue(spec.property).trim();
+  box.remove();
+  return value;
+}
+"""
 
 
 def verdict(check: ValueCheck, read: Any) -> bool:

@@ -5,7 +5,15 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
-from app.deps import CurrentParticipant, DatabaseDep, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
+from app.deps import (
+    CurrentParticipant,
+    DatabaseDep,
+    DispatcherDep,
+    IdempotencyKey,
+    SessionDep,
+    SettingsDep,
+    admitted_submitter,
+)
 from app.submissions import service
 from app.submissions.schemas import ExerciseProgress, SubmissionRequest
 from app.submissions.tasks import SUBMISSION
@@ -26,10 +34,18 @@ async def submit_code(
     db: DatabaseDep,
     dispatcher: DispatcherDep,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
     """Grade code against an exercise; progress streams as `submission_progress`, then `submission_result`."""
-    task_id = await service.submit(db, participant_id, request, dispatcher, idempotency_key=idempotency_key)
+    task_id = await service.submit(
+        db,
+        participant_id,
+        request,
+        dispatcher,
+        max_in_flight=settings.submission_max_in_flight,
+        idempotency_key=idempotency_key,
+    )
     return TaskAccepted.for_task(task_id, response)
 
 

@@ -21,6 +21,8 @@ class Grader:
             max_concurrency=settings.sandbox_max_concurrency,
             queue_timeout_s=settings.sandbox_queue_timeout_s,
             timeout_s=settings.sandbox_timeout_s,
+            per_learner=settings.sandbox_max_per_learner,
+            js_heap_mb=settings.sandbox_js_heap_mb,
         )
 
     async def __call__(self, job: Job[SubmissionRequest]) -> Outcome:
@@ -30,7 +32,8 @@ class Grader:
         if exercise is None:
             raise PermanentError("exercise_not_found", f"the exercise {exercise_id!r} no longer exists")
         code = CodeFiles.model_validate(job.input.code.model_dump())
-        result = (await self._sandbox.grade(exercise, code, job.report.progress)).as_result()
+        graded = await self._sandbox.grade(exercise, code, job.report.progress, learner=str(job.participant_id))
+        result = graded.as_result()
 
         def store_grade(connection: Connection) -> None:
             repository.record_grade(connection, job.task_id, result)

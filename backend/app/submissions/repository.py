@@ -1,13 +1,34 @@
 """SQL for submissions. Never commits."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import Executor, table_of, utcnow
-from app.models import Submission
+from app.models import TERMINAL_STATES, Submission, Task
+
+# A task older than this is the reconciler's business, not a grading in flight.
+IN_FLIGHT_WINDOW = timedelta(hours=1)
+_IN_FLIGHT = (
+    select(func.count())
+    .select_from(Task)
+    .where(
+        Task.participant_id == bindparam("pid"),
+        Task.created_at > bindparam("since"),
+        Task.kind == bindparam("task_kind"),
+        Task.state.not_in([state.value for state in TERMINAL_STATES]),
+    )
+)
+
+
+def in_flight(db: Executor, participant_id: uuid.UUID, kind: str) -> int:
+    """How many of the participant's tasks of `kind` are not finished (within the last hour)."""
+    since = utcnow() - IN_FLIGHT_WINDOW
+    return int(db.execute(_IN_FLIGHT, {"pid": participant_id, "since": since, "task_kind": kind}).scalar_one())
+
 
 _ADD_SUBMISSION = insert(table_of(Submission))
 

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
+from app.core.rate_limit import RateLimited
 from app.db.threaded import ThreadedDatabase
 from app.exercises.repository import all_exercises
 from app.submissions import repository
@@ -17,19 +18,36 @@ from app.tasks import service as tasks_service
 from app.tasks.dispatch import TaskDispatcher
 
 
+class TooManyInFlight(RateLimited):
+    code = "too_many_in_flight"
+
+
 async def submit(
     db: ThreadedDatabase,
     participant_id: uuid.UUID,
     request: SubmissionRequest,
     dispatcher: TaskDispatcher,
     *,
+    max_in_flight: int,
     idempotency_key: str | None = None,
 ) -> uuid.UUID:
-    """Store the submission and its task, commit, then enqueue grading; 404 for an unknown exercise."""
+    """Store the submission and its task, commit, then enqueue grading.
+
+    404 for an unknown exercise; 429 `too_many_in_flight` while `max_in_flight` of the learner's
+    submissions wait for their grade.
+    """
     if request.exercise_id not in all_exercises():
         raise NotFound(f"no exercise {request.exercise_id!r}", code="exercise_not_found")
 
     def store_submission(connection: Connection, task_id: uuid.UUID) -> None:
+        # Counted in the submit's own transaction: a learner cannot queue enough gradings to hold
+        # every worker slot while each waits for its turn in the sandbox (sandbox.py). The count
+        # includes this submission's own task, written just before.
+        if repository.in_flight(connection, participant_id, SUBMISSION.name) > max_in_flight:
+            raise TooManyInFlight(
+                f"you already have {max_in_flight} submissions being graded; wait for a result before submitting again",
+                headers={"Retry-After": "5"},
+            )
         repository.add_submission(
             connection, task_id, participant_id, request.exercise_id, request.code.model_dump(mode="json")
         )

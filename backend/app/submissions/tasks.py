@@ -7,11 +7,13 @@ from app.tasks.registry import KindLimits, TaskKindSpec
 
 
 def _limits(settings: Settings) -> KindLimits:
-    # Grading is CPU work in a browser: as many at once as the Chromium pool has contexts. The
-    # sandbox enforces its own page time limit; these are the backstops around it.
+    # Grading is CPU work in a browser, SANDBOX_MAX_CONCURRENCY pages at once. The worker takes
+    # twice that many: a learner's second grading waits for its turn in the sandbox (one page per
+    # learner at a time) without keeping another learner's grading in the queue. The sandbox
+    # enforces its own page time limit; these are the backstops around it.
     budget = settings.sandbox_queue_timeout_s + settings.sandbox_timeout_s
     return KindLimits(
-        concurrency=settings.sandbox_max_concurrency,
+        concurrency=2 * settings.sandbox_max_concurrency,
         soft_time_limit_s=budget + 30,
         hard_time_limit_s=budget + 60,
     )

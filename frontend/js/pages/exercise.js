@@ -25,8 +25,9 @@ function setCode(code) {
 function updatePreview() {
   const { html, css, js } = currentCode();
   // The iframe is sandboxed without same-origin: the learner's script runs in its own origin.
-  const safeCss = css.replaceAll("</style", "<\\/style");
-  const safeJs = js.replaceAll("</script", "<\\/script");
+  // End tags are matched in any case, as the HTML parser does ("</SCRIPT>" ends a script too).
+  const safeCss = css.replace(/<\/(style)/gi, "<\\/$1");
+  const safeJs = js.replace(/<\/(script)/gi, "<\\/$1");
   document.getElementById("preview").srcdoc = `<style>${safeCss}</style>${html}<script>${safeJs}<\/script>`;
 }
 

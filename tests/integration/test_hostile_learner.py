@@ -1,0 +1,93 @@
+"""A hostile learner against the running system: one test per hole of the security review (issue 15).
+
+Real processes throughout: API replicas under uvicorn, a worker with its Chromium, Redis, the
+database. Each test names the hole it closes; docs/security.md maps them to the defences.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.embedded_redis import EmbeddedRedis
+from app.exercises.repository import all_exercises
+from tests.conftest import with_own_database
+from tests.support.client import Account, finished_tasks, register
+from tests.support.stack import ApiServer, Worker
+
+ENDLESS_ALERTS = {"html": "<h1>Hello</h1>", "css": "", "js": "while (true) alert('mine now');"}
+
+
+@pytest.fixture(scope="module")
+def grading_stack(
+    stack_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, str], ApiServer, Worker]]:
+    folder = tmp_path_factory.mktemp("hostile-grading")
+    redis_server = EmbeddedRedis(folder / "redis").start()
+    env = {
+        **with_own_database(stack_env, folder),
+        "REDIS_URL": redis_server.url,
+        "SANDBOX_MAX_CONCURRENCY": "5",
+        "SANDBOX_TIMEOUT_S": "4",
+        "SANDBOX_QUEUE_TIMEOUT_S": "40",
+    }
+    api = ApiServer("api-hostile-grading", env, log_dir)
+    worker = Worker("worker-hostile-grading", env, log_dir, queues="submissions")
+    yield env, api, worker
+    worker.stop()
+    api.stop()
+    redis_server.stop()
+
+
+@pytest.fixture
+async def grading_http(grading_stack: tuple[dict[str, str], ApiServer, Worker]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=grading_stack[1].base_url, timeout=10) as client:
+        yield client
+
+
+async def _graded(http: httpx.AsyncClient, account: Account, code: dict[str, str]) -> tuple[dict[str, object], float]:
+    """Submit the flex exercise; its final status and the seconds from submit to grade."""
+    started = time.monotonic()
+    response = await http.post(
+        "/submit-test2", json={"exercise_id": "css-flex-row", "code": code}, headers=account.headers
+    )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    status = (await finished_tasks(http, account, [task_id], timeout_s=60))[task_id]
+    return status, time.monotonic() - started
+
+
+async def test_hole_3_five_stuck_pages_neither_fail_nor_slow_another_learners_grading(
+    grading_stack: tuple[dict[str, str], ApiServer, Worker], grading_http: httpx.AsyncClient
+) -> None:
+    _, _, worker = grading_stack
+    alice, mallory = await register(grading_http), await register(grading_http)
+    answer = all_exercises()["css-flex-row"].answer.model_dump()
+    normal, normal_s = await _graded(grading_http, alice, answer)
+    assert normal["state"] == "SUCCESS" and normal["result"]["passed"]
+
+    hostile = [
+        await grading_http.post(
+            "/submit-test2", json={"exercise_id": "css-flex-row", "code": ENDLESS_ALERTS}, headers=mallory.headers
+        )
+        for _ in range(5)
+    ]
+    assert [r.status_code for r in hostile] == [202] * 5, [r.text for r in hostile]
+    # A sixth is refused at the door: the learner's gradings in flight are capped.
+    sixth = await grading_http.post(
+        "/submit-test2", json={"exercise_id": "css-flex-row", "code": ENDLESS_ALERTS}, headers=mallory.headers
+    )
+    assert sixth.status_code == 429 and sixth.json()["error"]["code"] == "too_many_in_flight", sixth.text
+    await asyncio.sleep(1.0)  # mallory's first page is in the browser, looping
+
+    graded, took_s = await _graded(grading_http, alice, answer)
+    assert graded["state"] == "SUCCESS" and graded["result"]["passed"], graded
+    assert took_s < max(2 * normal_s, normal_s + 1.5), f"{took_s:.2f} s against {normal_s:.2f} s alone"
+
+    statuses = await finished_tasks(grading_http, mallory, [r.json()["task_id"] for r in hostile], timeout_s=60)
+    errors = [status["error"] for status in statuses.values()]
+    assert all(error is not None and error["code"] == "timeout" for error in errors), errors
+    assert worker.log_text().count("sandbox browser launched") == 1, "no learner's page restarted the browser"
