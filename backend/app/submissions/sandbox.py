@@ -239,6 +239,6 @@ class SandboxPool:
             closing.add_done_callback(self._forget_closing)
 
     def _forget_closing(self, closing: "asyncio.Future[None]") -> None:
-        self._closing.discard(closing)  # type: ignore[arg-type]
+        self._closing.discard(closing)
         if not closing.cancelled() and closing.exception() is not None:
             logger.warning("a killed page's context failed to close", extra={"error": str(closing.exception())})
