@@ -16,7 +16,8 @@ from app.core.embedded_redis import EmbeddedRedis
 from app.exercises.repository import all_exercises
 from tests.conftest import with_own_database
 from tests.support.client import Account, finished_tasks, register
-from tests.support.stack import ApiServer, Worker
+from tests.support.databases import database
+from tests.support.stack import ApiServer, Worker, migrate
 
 ENDLESS_ALERTS = {"html": "<h1>Hello</h1>", "css": "", "js": "while (true) alert('mine now');"}
 
@@ -91,3 +92,56 @@ async def test_hole_3_five_stuck_pages_neither_fail_nor_slow_another_learners_gr
     errors = [status["error"] for status in statuses.values()]
     assert all(error is not None and error["code"] == "timeout" for error in errors), errors
     assert worker.log_text().count("sandbox browser launched") == 1, "no learner's page restarted the browser"
+
+
+def _nested(depth: int) -> object:
+    value: object = "deep"
+    for _ in range(depth):
+        value = {"next": value}
+    return value
+
+
+SECRET_WORDS = "my-private-words-31337"
+# (method, path, body or None): each must be a 422 with a code, never a 500.
+BAD_INPUTS = [
+    ("GET", "/api/chat/history?before=9223372036854775808", None),
+    ("GET", "/api/chat/history?before=99999999999999999999999", None),
+    ("GET", "/api/tasks?kind=chat%00", None),
+    ("POST", "/ai/chat2", {"message": "hi", "test_results": _nested(300)}),
+    (
+        "POST",
+        "/ai/chat2",
+        {"message": "hi", "test_results": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+    ),
+    ("POST", "/ai/chat2", {"message": f"{SECRET_WORDS}\x00"}),
+    ("POST", "/ai/chat2", {"message": "hi", "code_context": {"html": "<p>\x00</p>"}}),
+    ("POST", "/ai/chat2", {"message": "hi", "test_results": {"k\x00": 1}}),
+    ("POST", "/submit-test2", {"exercise_id": "css-flex-row", "code": {"js": "alert(1)\x00"}}),
+    ("POST", "/submit-test2", {"exercise_id": "css-flex\x00", "code": {}}),
+    ("POST", "/api/auth/login", {"username": f"{SECRET_WORDS}\x00", "password": "whatever-it-is"}),
+    ("POST", "/api/auth/register", {"username": "nul\x00user", "password": "a long enough pass"}),
+]
+
+
+@pytest.mark.parametrize("database_kind", ["sqlite", "postgresql"])
+async def test_hole_4_bad_inputs_get_422_with_a_code_and_leak_nothing(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis, log_dir: Path, tmp_path: Path, database_kind: str
+) -> None:
+    with database(database_kind, tmp_path) as url:
+        env = {**stack_env, "DATABASE_URL": url, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/6"}
+        migrate(env)
+        api = ApiServer(f"api-bad-input-{database_kind}", env, log_dir)
+        try:
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+                account = await register(http)
+                answers = []
+                for method, path, body in BAD_INPUTS:
+                    response = await http.request(method, path, json=body, headers=account.headers)
+                    answers.append((path, response.status_code, response.json().get("error", {}).get("code")))
+            wrong = [answer for answer in answers if answer[1:] != (422, "validation_error")]
+            assert not wrong, wrong
+            log = api.log_text()
+            assert "Traceback" not in log and '"level": "ERROR"' not in log
+            assert SECRET_WORDS not in log, "a learner's words reached the log"
+        finally:
+            api.stop()

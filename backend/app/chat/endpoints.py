@@ -7,6 +7,7 @@ from app.chat import service
 from app.chat.schemas import ChatHistoryPage, ChatRequest
 from app.chat.tasks import CHAT
 from app.core.errors import Conflict, NotAuthenticated, ServiceUnavailable, error_responses
+from app.core.inbound import MAX_ID
 from app.core.rate_limit import RateLimited
 from app.deps import CurrentParticipant, DatabaseDep, DispatcherDep, IdempotencyKey, SessionDep, admitted_submitter
 from app.tasks.schemas import TaskAccepted
@@ -37,7 +38,7 @@ async def submit_chat(
 async def chat_history(
     participant_id: CurrentParticipant,
     session: SessionDep,
-    before: Annotated[int | None, Query(ge=1, description="return turns older than this message id")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="return turns older than this message id")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ChatHistoryPage:
     """The caller's conversation with the tutor, oldest first, a page at a time."""

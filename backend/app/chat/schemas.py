@@ -3,19 +3,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.inbound import InboundModel
 
-class CodeContext(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
+class CodeContext(InboundModel):
     html: str = Field(default="", max_length=100_000)
     css: str = Field(default="", max_length=100_000)
     js: str = Field(default="", max_length=100_000)
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(InboundModel):
     """`POST /ai/chat2`: one learner message; the server keeps the conversation."""
-
-    model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=8000)
     mode: Literal["learning", "test"] = "learning"

@@ -5,6 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import AppError, error_body
@@ -43,6 +44,13 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
+async def _data_error(_: Request, exc: Exception) -> JSONResponse:
+    # Input the edge let through but the database refused (a value out of a column's range):
+    # the request's fault, said without the statement or its parameters.
+    logger.warning("the database refused a value", extra={"error": type(getattr(exc, "orig", exc)).__name__})
+    return JSONResponse(error_body("invalid_input", "a value in the request cannot be stored"), status_code=422)
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     return JSONResponse(error_body("internal_error", "something went wrong on our side"), status_code=500)
@@ -53,4 +61,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -50,14 +50,18 @@ def _prepare_sqlite(url: URL, engine: Engine) -> None:
         cursor.close()
 
 
+# Every engine is made with hide_parameters: a database error's message, and so its log line,
+# never carries what a learner sent (a message, a username) or what we store (a password hash).
+
+
 def create_sync_engine(url: str) -> Engine:
     """A synchronous engine with the pragmas and pool settings Taskwire relies on."""
     sync_url = sync_database_url(url)
     if sync_url.get_backend_name() != "sqlite":
         # A ping per checkout finds the connections a PostgreSQL restart broke.
-        return create_engine(sync_url, pool_pre_ping=True)
+        return create_engine(sync_url, pool_pre_ping=True, hide_parameters=True)
     # A SQLite file has no server to lose: a ping would be one more statement per step.
-    engine = create_engine(sync_url)
+    engine = create_engine(sync_url, hide_parameters=True)
     _prepare_sqlite(sync_url, engine)
     return engine
 
@@ -67,10 +71,10 @@ def create_api_engine(url: str) -> AsyncEngine:
     async_url = async_database_url(url)
     if async_url.get_backend_name() != "sqlite":
         # A ping per checkout finds the connections a PostgreSQL restart broke.
-        return create_async_engine(async_url, pool_pre_ping=True)
+        return create_async_engine(async_url, pool_pre_ping=True, hide_parameters=True)
     # SQLite takes one writer at a time: more connections only wait in its busy handler, which
     # sleeps in steps of up to 100 ms. Two connections queue requests in the pool instead.
-    engine = create_async_engine(async_url, pool_size=2, max_overflow=0)
+    engine = create_async_engine(async_url, pool_size=2, max_overflow=0, hide_parameters=True)
     _prepare_sqlite(async_url, engine.sync_engine)
     return engine
 

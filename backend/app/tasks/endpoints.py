@@ -27,7 +27,9 @@ async def list_tasks(
     participant_id: CurrentParticipant,
     session: SessionDep,
     state: TaskState | None = None,
-    kind: Annotated[str | None, Query(max_length=32, description="a task kind, e.g. chat")] = None,
+    kind: Annotated[
+        str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="a task kind, e.g. chat")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[TaskStatus]:
     """The caller's most recent tasks, newest first, optionally by state and kind."""
