@@ -5,17 +5,23 @@ database. Each test names the hole it closes; docs/security.md maps them to the 
 """
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.exercises.repository import all_exercises
+from app.realtime.envelopes import EnvelopeType
+from app.realtime.publisher import EnvelopePublisher
 from tests.conftest import with_own_database
-from tests.support.client import Account, finished_tasks, register
+from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register
 from tests.support.databases import database
 from tests.support.stack import ApiServer, Worker, migrate
 
@@ -145,3 +151,59 @@ async def test_hole_4_bad_inputs_get_422_with_a_code_and_leak_nothing(
             assert SECRET_WORDS not in log, "a learner's words reached the log"
         finally:
             api.stop()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_hole_2_resumes_on_a_socket_that_never_reads_cost_one_replay_at_most(
+    api: ApiServer, redis_server: EmbeddedRedis, http: httpx.AsyncClient
+) -> None:
+    account = await register(http)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)
+    first = publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "y" * 4800})
+    for _ in range(999):  # a full history of ~4.8 MB
+        publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "y" * 4800})
+    client.close()
+    before = _rss_mb(api.process.pid)
+    stalled = StalledClient(api.ws_url, account, receive_buffer=4096)
+    try:
+        for _ in range(60):
+            stalled.send({"type": "resume", "last_id": first})
+        await asyncio.sleep(3.0)
+        grown = _rss_mb(api.process.pid) - before
+        assert grown < 40, f"the replica grew {grown:.0f} MB for one socket (about 4.8 MB per replay queued)"
+        assert (await http.get("/healthz")).status_code == 200
+    finally:
+        stalled.close()
+
+
+async def test_hole_2_resumes_are_served_one_at_a_time_and_rate_limited(
+    api: ApiServer, http: httpx.AsyncClient
+) -> None:
+    account = await register(http)
+    ws, hello = await open_socket(api.ws_url, account)
+    async with ws:
+        head = hello["data"]["head_id"] or "0-0"
+        for _ in range(8):
+            await ws.send(json.dumps({"type": "resume", "last_id": head}))
+        frames = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(8)]
+    served = [f for f in frames if f["type"] == "hello"]
+    refused = [f["data"]["code"] for f in frames if f["type"] == "error"]
+    assert 1 <= len(served) <= 3 and len(served) + len(refused) == 8, frames
+    assert set(refused) <= {"rate_limited", "resume_in_progress"} and "rate_limited" in refused, refused
+
+
+async def test_hole_6_a_binary_first_frame_is_refused_with_4401(api: ApiServer, http: httpx.AsyncClient) -> None:
+    account = await register(http)
+    async with connect(f"{api.ws_url}/ws/user/{account.participant_id}") as ws:
+        await ws.send(b'{"type": "auth", "token": "' + account.token.encode() + b'"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert "Traceback" not in api.log_text()

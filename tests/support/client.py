@@ -87,6 +87,11 @@ class StalledClient:
         while not any(getattr(event, "data", b"").startswith(b'{"v":1,"type":"hello"') for event in self._events()):
             self._protocol.receive_data(self._sock.recv(4096))
 
+    def send(self, frame: dict[str, Any]) -> None:
+        """Send one JSON text frame (sending needs no reading)."""
+        self._protocol.send_text(json.dumps(frame).encode())
+        self._flush()
+
     def _events(self) -> list[object]:
         return list(self._protocol.events_received())
 

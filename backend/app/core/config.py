@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     ws_idle_timeout_s: float = Field(default=30, gt=0)
     ws_auth_timeout_s: float = Field(default=5, gt=0)
     ws_send_queue_size: int = Field(default=256, gt=0)
+    # Bytes a socket may have queued and unwritten before it is closed as a slow consumer (4408);
+    # one replay larger than this still goes to a socket with nothing else queued.
+    ws_send_queue_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     ws_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
     # Off by default: deflate state costs memory per socket (docs/performance.md) and CPU per
     # frame, and envelopes are small.

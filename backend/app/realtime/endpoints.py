@@ -40,7 +40,9 @@ async def user_socket(websocket: WebSocket, participant_id: str) -> None:
         return
     bind_log_context(participant_id=participant_id)
 
-    connection = ClientConnection(websocket, participant_id, queue_size=settings.ws_send_queue_size)
+    connection = ClientConnection(
+        websocket, participant_id, queue_size=settings.ws_send_queue_size, queue_bytes=settings.ws_send_queue_bytes
+    )
     try:
         await manager.open(connection, last_id)
         await _receive_until_closed(websocket, connection, manager, settings)
@@ -55,10 +57,13 @@ async def _authenticate(websocket: WebSocket, participant_id: str, settings: Set
     last_id = websocket.query_params.get("last_id")
     if token is None:
         try:
-            raw = await asyncio.wait_for(websocket.receive_text(), timeout=settings.ws_auth_timeout_s)
+            message = await asyncio.wait_for(websocket.receive(), timeout=settings.ws_auth_timeout_s)
         except TimeoutError:
             raise _Rejected(CloseCode.UNAUTHORIZED, "no auth frame in time") from None
-        frame = _parse_frame(raw)
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        raw = message.get("text")  # a binary frame has none: it is no auth frame either
+        frame = _parse_frame(raw) if raw is not None else None
         if frame is None or frame.get("type") != ControlType.AUTH or not isinstance(frame.get("token"), str):
             raise _Rejected(CloseCode.UNAUTHORIZED, "first frame must be {type: auth, token}")
         token = frame["token"]
@@ -113,10 +118,14 @@ async def _receive_until_closed(
             continue
         if frame_type == ControlType.RESUME:
             last_id = frame.get("last_id") if frame is not None else None
-            if is_stream_id(last_id):
-                await manager.resume(connection, str(last_id))
-            else:
+            if not is_stream_id(last_id):
                 _send_error(connection, "bad_last_id", "resume needs last_id: a stream id like 1732300000000-0")
+            elif connection.replaying:
+                _send_error(connection, "resume_in_progress", "a replay is still being sent; resume after it")
+            elif not connection.may_resume():
+                _send_error(connection, "rate_limited", "too many resumes; wait a few seconds")
+            else:
+                await manager.resume(connection, str(last_id))
         elif frame is None:
             _send_error(connection, "malformed_frame", "frames must be JSON objects")
         else:

@@ -19,6 +19,29 @@ logger = logging.getLogger(__name__)
 # One queue slot: a single frame, or a batch (hello + replayed history) sent back to back.
 QueueItem = str | list[str]
 _SLOW_CONSUMER = "slow consumer: reconnect with your last id"
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+# A client may resume on an open socket a few times in a row, then once every few seconds:
+# each resume reads history from Redis and may queue all of it.
+RESUME_BURST = 3
+RESUME_REFILL_S = 2.0
+
+
+class _TokenBucket:
+    """`burst` takes at once, then one more every `refill_s`."""
+
+    def __init__(self, burst: int, refill_s: float):
+        self._burst, self._refill_s = burst, refill_s
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) / self._refill_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class ClientConnection:
@@ -33,13 +56,21 @@ class ClientConnection:
     up from history above it.
     """
 
-    def __init__(self, websocket: WebSocket, participant_id: str, *, queue_size: int):
+    def __init__(
+        self, websocket: WebSocket, participant_id: str, *, queue_size: int, queue_bytes: int = DEFAULT_QUEUE_BYTES
+    ):
         self.websocket = websocket
         self.participant_id = participant_id
         self.connection_id = uuid.uuid4().hex
         self.opened_at = time.monotonic()
         self._pending: deque[QueueItem] = deque()
         self._queue_size = queue_size
+        # Bytes queued and not yet written (an item being written counts until it is): a replay
+        # is one queue item however large, so the item count alone does not bound memory.
+        self._queue_bytes = queue_bytes
+        self.unsent_bytes = 0
+        self.replaying = False  # a replay is queued or being written: a resume must wait for it
+        self._resumes = _TokenBucket(RESUME_BURST, RESUME_REFILL_S)
         self._started = False
         # Live envelopes that arrive while history is being read wait here, so the hand-over
         # from replay to live has no gap.
@@ -92,6 +123,8 @@ class ClientConnection:
         metrics.ws_replayed.inc(len(replay))
         if batch and not self._put(batch):
             return
+        if replay:
+            self.replaying = True
         for envelope_id, text in held:
             self.offer(envelope_id, text)
 
@@ -127,12 +160,23 @@ class ClientConnection:
         if self._closer is not None:
             await self._closer
 
+    def may_resume(self) -> bool:
+        """Whether a client `resume` is within its rate (and counts it if so)."""
+        return self._resumes.take()
+
     def _put(self, item: QueueItem) -> bool:
-        if len(self._pending) >= self._queue_size:
-            logger.warning("closing a slow consumer", extra={"connection_id": self.connection_id})
+        size = len(item) if isinstance(item, str) else sum(map(len, item))
+        # One item larger than the budget still goes on an idle socket (a whole history replay).
+        over_bytes = self.unsent_bytes > 0 and self.unsent_bytes + size > self._queue_bytes
+        if len(self._pending) >= self._queue_size or over_bytes:
+            logger.warning(
+                "closing a slow consumer",
+                extra={"connection_id": self.connection_id, "unsent_bytes": self.unsent_bytes},
+            )
             self.request_close(CloseCode.SLOW_CONSUMER, _SLOW_CONSUMER)
             return False
         self._pending.append(item)
+        self.unsent_bytes += size
         self._kick()
         return True
 
@@ -155,11 +199,11 @@ class ClientConnection:
         try:
             while self._pending:
                 item = self._pending.popleft()
-                if isinstance(item, str):
-                    await self.websocket.send_text(item)
-                else:
-                    for text in item:
-                        await self.websocket.send_text(text)
+                for text in (item,) if isinstance(item, str) else item:
+                    await self.websocket.send_text(text)
+                    self.unsent_bytes -= len(text)
+                if not isinstance(item, str):
+                    self.replaying = False
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away; the receive loop notices and cleans up
