@@ -57,6 +57,8 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_config=None,  # our own logging (JSON, tokens redacted)
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # wsproto: the leanest of uvicorn's WebSocket implementations per idle socket (31 KiB
         # against 34 for websockets, docs/scaling.md), at no measured cost in fan-out.
         ws="wsproto",

@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.hashing import PasswordHashing
 from app.core.config import Settings
 from app.core.errors import NotAuthenticated
 from app.core.rate_limit import RateLimiter
@@ -92,8 +93,23 @@ def admitted_submitter(kind: TaskKindSpec) -> Callable[..., Awaitable[uuid.UUID]
     return admit
 
 
-async def _limit_auth(request: Request, settings: SettingsDep) -> None:
+async def _rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+async def _hashing(request: Request) -> PasswordHashing:
+    hashing: PasswordHashing = request.app.state.password_hashing
+    return hashing
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(_rate_limiter)]
+HashingDep = Annotated[PasswordHashing, Depends(_hashing)]
+
+
+async def _limit_auth(request: Request, settings: SettingsDep, limiter: RateLimiterDep) -> None:
+    # The client's own address: behind a proxy, uvicorn takes it from X-Forwarded-For when the
+    # proxy is in FORWARDED_ALLOW_IPS (compose sets it), or every learner would share nginx's.
     client_ip = request.client.host if request.client else "unknown"
     await limiter.check("auth", client_ip, settings.auth_rate_limit)
 

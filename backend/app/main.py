@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from app.auth.endpoints import router as auth_router
+from app.auth.hashing import PasswordHashing
 from app.chat.endpoints import router as chat_router
 from app.core.config import Settings, get_settings
 from app.core.handlers import install_error_handlers
@@ -100,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.redis, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
         )
         state.rate_limiter = RateLimiter(state.redis)
+        state.password_hashing = PasswordHashing(
+            concurrency=settings.auth_hash_concurrency, wait_s=settings.auth_hash_wait_s
+        )
         state.admission = SubmitAdmission(
             state.redis, REGISTRY, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
         )

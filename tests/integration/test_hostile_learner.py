@@ -7,6 +7,8 @@ database. Each test names the hole it closes; docs/security.md maps them to the 
 import asyncio
 import json
 import time
+import unicodedata
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tests.support.client import Account, StalledClient, finished_tasks, open_so
 from tests.support.databases import database
 from tests.support.stack import ApiServer, Worker, migrate
 
+FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}  # 'A' → 'Ａ'
 ENDLESS_ALERTS = {"html": "<h1>Hello</h1>", "css": "", "js": "while (true) alert('mine now');"}
 
 
@@ -207,3 +210,111 @@ async def test_hole_6_a_binary_first_frame_is_refused_with_4401(api: ApiServer, 
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     assert "Traceback" not in api.log_text()
+
+
+async def test_hole_5_one_account_per_name_however_it_is_typed(http: httpx.AsyncClient) -> None:
+    name = f"Ada_{uuid.uuid4().hex[:8]}"
+    first = await http.post("/api/auth/register", json={"username": name, "password": "analytical engine"})
+    assert first.status_code == 201, first.text
+    for spelling in (name.lower(), name.upper(), unicodedata.normalize("NFKC", name).translate(FULL_WIDTH)):
+        again = await http.post("/api/auth/register", json={"username": spelling, "password": "analytical engine"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "username_taken", (spelling, again.text)
+    login = await http.post("/api/auth/login", json={"username": name.upper(), "password": "analytical engine"})
+    assert login.status_code == 200 and login.json()["participant_id"] == first.json()["participant_id"]
+    lookalike = "\u0430dmin" + uuid.uuid4().hex[:6]  # a Cyrillic 'а', then Latin letters
+    refused = [
+        {"username": lookalike, "password": "analytical engine"},
+        {"username": "\u0430\u0435\u043e\u0440", "password": "analytical engine"},  # all Cyrillic, all Latin-looking
+        {"username": f"bob_{uuid.uuid4().hex[:8]}", "password": "Password"},
+        {"username": f"bob_{uuid.uuid4().hex[:8]}", "password": "12345678"},
+        {"username": "carol_the_coder", "password": "Carol_The_Coder"},
+    ]
+    for body in refused:
+        response = await http.post("/api/auth/register", json=body)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error", (
+            body,
+            response.text,
+        )
+
+
+async def test_hole_5_sign_in_is_limited_per_username_from_any_address(
+    stack_env: dict[str, str], log_dir: Path
+) -> None:
+    env = {**stack_env, "LOGIN_USER_RATE_LIMIT": "5/60", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    api = ApiServer("api-login-limit", env, log_dir)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            victim = f"v{uuid.uuid4().hex[:10]}"
+            created = await http.post("/api/auth/register", json={"username": victim, "password": "victim's long pass"})
+            assert created.status_code == 201, created.text
+            codes = []
+            for attempt in range(7):  # each guess from another address
+                guess = await http.post(
+                    "/api/auth/login",
+                    json={"username": victim, "password": f"guess number {attempt}"},
+                    headers={"X-Forwarded-For": f"10.0.0.{attempt + 1}"},
+                )
+                codes.append(guess.status_code)
+            assert codes == [401] * 5 + [429] * 2, codes
+    finally:
+        api.stop()
+
+
+async def test_hole_5_the_address_limit_counts_the_client_behind_the_proxy(
+    stack_env: dict[str, str], log_dir: Path
+) -> None:
+    env = {**stack_env, "AUTH_RATE_LIMIT": "3/60", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    api = ApiServer("api-forwarded", env, log_dir)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+
+            async def login_from(address: str) -> int:
+                body = {"username": "nobody_here", "password": "not a password"}
+                return (await http.post("/api/auth/login", json=body, headers={"X-Forwarded-For": address})).status_code
+
+            one = [await login_from("203.0.113.7") for _ in range(4)]
+            other = await login_from("198.51.100.9")
+        assert one == [401, 401, 401, 429] and other == 401, (one, other)
+    finally:
+        api.stop()
+
+
+async def test_hole_5_the_auth_limiter_fails_closed_when_redis_is_gone(
+    stack_env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path / "redis").start()
+    api = ApiServer("api-limiter-down", {**stack_env, "REDIS_URL": own_redis.url}, log_dir)
+    try:
+        own_redis.stop()
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            response = await http.post(
+                "/api/auth/register", json={"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
+            )
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    finally:
+        api.stop()
+
+
+async def test_hole_5_a_burst_of_sign_ups_is_answered_quickly_not_queued_for_ever(
+    stack_env: dict[str, str], log_dir: Path
+) -> None:
+    env = {**stack_env, "AUTH_HASH_CONCURRENCY": "2", "AUTH_HASH_WAIT_S": "1"}
+    api = ApiServer("api-hash-burst", env, log_dir)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+
+            async def sign_up() -> tuple[int, str, float]:
+                started = time.monotonic()
+                body = {"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
+                response = await http.post("/api/auth/register", json=body)
+                code = response.json().get("error", {}).get("code", "") if response.status_code != 201 else ""
+                return response.status_code, code, time.monotonic() - started
+
+            answers = await asyncio.gather(*(sign_up() for _ in range(60)))
+        assert {(status, code) for status, code, _ in answers} <= {(201, ""), (503, "busy")}, answers
+        assert any(status == 201 for status, _, _ in answers)
+        slowest = max(took for _, _, took in answers)
+        assert slowest < 4, f"a sign-up waited {slowest:.1f} s"
+    finally:
+        api.stop()

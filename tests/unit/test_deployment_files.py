@@ -32,12 +32,22 @@ def test_compose_describes_the_production_shape() -> None:
     assert "shm_size" in services["worker-grading"], "Chromium needs shared memory"
     env = services["api"]["environment"]
     assert env["JWT_SECRET"].startswith("${JWT_SECRET:?"), "production must be given a secret"
+    # Rate limits count each learner, not nginx: the replicas believe the proxy's X-Forwarded-For
+    # (and publish no port of their own, so only nginx can send one).
+    assert env["FORWARDED_ALLOW_IPS"] == "*" and "ports" not in services["api"]
+    for name, service in services.items():
+        if name != "migrate":
+            assert service["restart"] == "unless-stopped", f"{name} comes back after a crash"
 
 
 def test_nginx_upgrades_websockets_with_long_timeouts() -> None:
     conf = (DOCKER / "nginx.conf").read_text()
     assert "proxy_set_header Upgrade $http_upgrade;" in conf
     assert "proxy_read_timeout 1h;" in conf and "server api:8000" in conf
+    # The client's own address, replacing any X-Forwarded-For it sent: appending would let a
+    # client name its own address to the rate limits.
+    assert "$proxy_add_x_forwarded_for" not in conf
+    assert conf.count("proxy_set_header X-Forwarded-For $remote_addr;") == 2
 
 
 def _compose_command() -> list[str] | None:

@@ -1,20 +1,21 @@
 """Registration and login."""
 
-from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
+from app.auth.hashing import PasswordHashing
 from app.auth.schemas import Credentials, LoginRequest, TokenResponse
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidCredentials
-from app.core.security import create_access_token, hash_password, verify_password
+from app.core.security import create_access_token
 
 
-async def register(session: AsyncSession, credentials: Credentials, settings: Settings) -> TokenResponse:
-    """Create an account and sign it in; 409 when the username is taken."""
-    # argon2 is deliberately slow: keep it off the event loop.
-    password_hash = await to_thread.run_sync(hash_password, credentials.password)
+async def register(
+    session: AsyncSession, credentials: Credentials, settings: Settings, hashing: PasswordHashing
+) -> TokenResponse:
+    """Create an account and sign it in; 409 when the username (in its canonical form) is taken."""
+    password_hash = await hashing.hash(credentials.password)
     try:
         user = await session.run_sync(repository.add_user, credentials.username, password_hash)
         await session.commit()
@@ -26,10 +27,12 @@ async def register(session: AsyncSession, credentials: Credentials, settings: Se
     )
 
 
-async def login(session: AsyncSession, request: LoginRequest, settings: Settings) -> TokenResponse:
+async def login(
+    session: AsyncSession, request: LoginRequest, settings: Settings, hashing: PasswordHashing
+) -> TokenResponse:
     """Sign in; the same 401 for an unknown user and a wrong password."""
     user = await session.run_sync(repository.get_by_username, request.username)
-    ok = await to_thread.run_sync(verify_password, request.password, user.password_hash if user else None)
+    ok = await hashing.verify(request.password, user.password_hash if user else None)
     if user is None or not ok:
         raise InvalidCredentials("wrong username or password")
     return TokenResponse(

@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     # has taken yet; 0 never refuses. About the workers' throughput × the longest wait to allow.
     queue_max_backlog: int = Field(default=200, ge=0)
     auth_rate_limit: str = Field(default="20/60", pattern=r"^\d+/\d+$")
+    # Sign-in attempts per username (from any address), on top of AUTH_RATE_LIMIT per address.
+    login_user_rate_limit: str = Field(default="10/300", pattern=r"^\d+/\d+$")
+    # argon2 runs at once per API replica (each takes ~50 ms of a core and 64 MiB), and how long
+    # a sign-in waits for a turn before it is told 503 `busy`.
+    auth_hash_concurrency: int = Field(default=2, gt=0)
+    auth_hash_wait_s: float = Field(default=5, gt=0)
+    # Addresses whose X-Forwarded-For is believed (uvicorn's --forwarded-allow-ips): the proxy in
+    # front of the replicas; compose sets it. Everyone else's address is their own.
+    forwarded_allow_ips: str = "127.0.0.1"
     ws_max_sockets_per_user: int = Field(default=20, gt=0)
 
     log_format: Literal["json", "text"] = "json"

@@ -8,7 +8,7 @@ import re
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.core.errors import AppError
+from app.core.errors import AppError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +19,17 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {count, redis.call('PTTL', KEYS[1])}
 """
-_REDIS_TIMEOUT_S = 0.5
+_REDIS_TIMEOUT_S = 1.0
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 class RateLimited(AppError):
     status_code = 429
     code = "rate_limited"
+
+
+class LimiterUnavailable(ServiceUnavailable):
+    code = "rate_limiter_unavailable"
 
 
 def parse_limit(spec: str) -> tuple[int, int]:
@@ -45,15 +49,19 @@ class RateLimiter:
     async def check(self, scope: str, identity: str, spec: str) -> None:
         """Count one request of `identity` in `scope`; 429 once over `spec`.
 
-        When Redis does not answer within half a second the request is allowed (fail open).
+        When Redis does not answer in time the request is refused (503 `rate_limiter_unavailable`):
+        these limits guard sign-in against guessing, and a limit that lets requests through
+        whenever Redis is slow is no limit under the very load it exists for.
         """
         limit, window_s = parse_limit(spec)
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 count, ttl_ms = await self._hit(keys=[f"ratelimit:{scope}:{identity}"], args=[window_s * 1000])
         except (RedisError, TimeoutError):
-            logger.warning("rate limiter unavailable; allowing the request", extra={"scope": scope})
-            return
+            logger.warning("rate limiter unavailable; refusing the request", extra={"scope": scope})
+            raise LimiterUnavailable(
+                "this is unavailable for a moment; please try again in a few seconds", headers={"Retry-After": "2"}
+            ) from None
         raise_if_over(int(count), int(ttl_ms), limit, window_s)
 
 
