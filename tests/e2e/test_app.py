@@ -121,6 +121,37 @@ async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     await screenshot(page, "5-task")
 
 
+async def test_sign_in_never_leads_to_another_site(page: Page) -> None:
+    # Issue 15, hole 6: `next` is followed only within this origin, however it is spelled.
+    username = await _register(page)
+    origin = page.url.split("/dashboard.html")[0]
+    for sneaky in (
+        "/%5Cevil.example/",
+        "//evil.example/",
+        "https://evil.example/",
+        "/%5C%5Cevil.example",
+        "javascript:alert(1)",
+    ):
+        await page.get_by_role("button", name="Sign out").click()
+        await page.goto(f"/login.html?next={sneaky}")
+        await page.get_by_label("Username").fill(username)
+        await page.get_by_label("Password").fill("correct horse battery")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).to_have_url(f"{origin}/dashboard.html")
+
+
+async def test_the_preview_keeps_an_upper_case_script_end_tag_inside_the_script(page: Page) -> None:
+    await _register(page)
+    await page.goto("/exercise.html?id=html-first-page")
+    await page.get_by_label("HTML").fill('<p id="out">waiting</p>')
+    await page.get_by_label("JavaScript").fill(
+        "document.getElementById('out').textContent = ['ran whole', '</SCRIPT><h2 id=\"escaped\">out</h2>'][0];"
+    )
+    preview = page.frame_locator("#preview")
+    await expect(preview.locator("#out")).to_have_text("ran whole")
+    await expect(preview.locator("#escaped")).to_have_count(0)
+
+
 async def _slow_exercise_load(route: Route) -> None:
     await asyncio.sleep(1)
     await route.continue_()

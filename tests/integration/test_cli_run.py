@@ -1,5 +1,6 @@
 """`taskwire run`: the one-command local start brings up everything, with no Redis given, and cleans up."""
 
+import contextlib
 import re
 import signal
 import socket
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from app.core.processes import child_env, free_port
@@ -70,3 +72,38 @@ async def test_run_starts_embedded_redis_api_and_worker_and_stops_them_all(local
     assert not _port_open(port), "the API should be stopped"
     assert not _port_open(redis_port), "the embedded Redis should be stopped"
     assert (Path(local_run.log_path.parent) / "var" / "taskwire.db").exists(), "migrations ran into DATA_DIR"
+
+
+async def test_run_keeps_going_when_its_worker_crashes(local_run: LocalRun) -> None:
+    # Issue 15, hole 7: a worker that dies (kombu exits on some Redis restarts) is started again;
+    # `taskwire run` no longer stops everything with it.
+    wait_until(lambda: "Taskwire is running" in local_run.log_text(), timeout_s=90, what="taskwire run to start")
+
+    def chat_worker() -> psutil.Process | None:
+        for child in psutil.Process(local_run.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                command = child.cmdline()
+                if "--queues" in command and command[command.index("--queues") + 1] == "chat":
+                    return child
+        return None
+
+    first = chat_worker()
+    assert first is not None
+    first.kill()
+    wait_until(
+        lambda: (again := chat_worker()) is not None and again.pid != first.pid,
+        timeout_s=20,
+        what="the chat worker to be started again",
+    )
+    local_run.assert_running()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{local_run.port}", timeout=10) as http:
+        account = await register(http)
+        ws, _ = await open_socket(f"ws://127.0.0.1:{local_run.port}", account)
+        async with ws:
+            response = await http.post("/ai/chat2", json={"message": "still there?"}, headers=account.headers)
+            task_id = response.json()["task_id"]
+            frames = await frames_until(
+                ws, lambda f: f["type"] == "chat_result" and f["task_id"] == task_id, what="the answer", timeout_s=60
+            )
+    assert frames[-1]["error"] is None
+    assert "the chat worker exited with" in local_run.log_text()

@@ -180,6 +180,7 @@ async def test_redis_restarted_without_persistence_loses_no_accepted_task(crash_
         assert time.monotonic() - started <= 1.0
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_unavailable"
         assert refused.headers["retry-after"]
+        assert "did not answer admission" in stack.api.log_text(), "a refusal is logged (issue 15, hole 6)"
 
         await asyncio.sleep(1)
         stack.redis.start()

@@ -14,7 +14,8 @@ from typing import Any
 log_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
 
 # `?token=` in WebSocket URLs (logged by uvicorn), bearer headers and token fields in bodies.
-_SECRETS = re.compile(r"((?:access_)?token[\"']?\s*[=:]\s*[\"']?|Bearer\s+)[\w.~+/-]+=*", re.IGNORECASE)
+# A token's characters include percent escapes: `?token=aaa%2Ebbb` is the same token in a URL.
+_SECRETS = re.compile(r"((?:access_)?token[\"']?\s*[=:]\s*[\"']?|Bearer\s+)[\w.~+/%-]+=*", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -6,6 +6,7 @@ told at once instead of watching a spinner for minutes. Nothing is written for a
 """
 
 import asyncio
+import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -27,6 +28,7 @@ if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {count, redis.call('PTTL', KEYS[1])}
 """
 _REDIS_TIMEOUT_S = 0.5
+logger = logging.getLogger(__name__)
 
 
 class Overloaded(ServiceUnavailable):
@@ -52,7 +54,12 @@ class SubmitAdmission:
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 count, ttl_ms = await self._admit(keys=keys, args=[self._window_s * 1000, self._max_backlog])
-        except (RedisError, TimeoutError):
+        except (RedisError, TimeoutError) as exc:
+            # Said once per refusal: a 503 nobody can trace in the log is an outage nobody sees.
+            logger.warning(
+                "submit refused: the broker's Redis did not answer admission",
+                extra={"kind": kind, "error": type(exc).__name__},
+            )
             raise queue_unavailable() from None
         if int(count) == 0:
             submits_shed.labels(kind=kind).inc()

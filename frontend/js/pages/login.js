@@ -13,9 +13,21 @@ form.addEventListener("submit", async (event) => {
       body: { username: data.get("username"), password: data.get("password") },
     });
     saveSession(session);
-    const next = new URLSearchParams(location.search).get("next");
-    location.replace(next?.startsWith("/") && !next.startsWith("//") ? next : "/dashboard.html");
+    location.replace(sameOriginPath(new URLSearchParams(location.search).get("next")));
   } catch (error) {
     document.getElementById("auth-error").textContent = error.message;
   }
 });
+
+// Where `next` leads, if that is on this site; the dashboard otherwise. Resolved the way the
+// browser will resolve it: "/\\evil.example/" is "//evil.example/", another site.
+function sameOriginPath(next) {
+  if (!next) return "/dashboard.html";
+  try {
+    const url = new URL(next, location.origin);
+    if (url.origin === location.origin) return url.pathname + url.search + url.hash;
+  } catch {
+    // not a URL at all
+  }
+  return "/dashboard.html";
+}

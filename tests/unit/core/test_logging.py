@@ -13,9 +13,11 @@ def test_redact_secrets_covers_query_headers_and_json_fields() -> None:
         f"Authorization: Bearer {TOKEN}",
         f'{{"access_token": "{TOKEN}", "token_type": "bearer"}}',
         f"{{'token': '{TOKEN}'}}",
+        f'"WebSocket /ws/user/p?token={TOKEN.replace(".", "%2E")}" [accepted]',  # issue 15, hole 6
     ):
         redacted = redact_secrets(text)
-        assert TOKEN not in redacted and "[redacted]" in redacted, redacted
+        leaked = [part for part in TOKEN.split(".") if part in redacted]
+        assert not leaked and "[redacted]" in redacted, redacted
     assert "last_id=1-0" in redact_secrets(f"/ws?token={TOKEN}&last_id=1-0")
 
 
