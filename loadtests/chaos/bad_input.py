@@ -3,7 +3,8 @@
 Learners keep up good traffic (chat submits and status reads) through PHASES windows that
 alternate clean and mixed. In the mixed ones a second process — so its CPU does not sit in the
 good clients' event loop and inflate their timings — sends bad requests as fast as BAD_INTERVAL_S:
-oversized bodies (declared and streamed), malformed JSON, wrong types, tampered, expired and
+oversized bodies (declared and streamed), malformed JSON, wrong types, NUL characters, JSON
+nested 300 deep, ids past 64 bits (the inputs issue 15 found giving a 500), tampered, expired and
 `alg=none` JWTs (naming a learner), and WebSocket abuse (bad auth frames, oversized, non-JSON and
 binary frames). Checked: each bad request gets its documented status and error code, nothing
 is written or enqueued for any of them, no worker or replica dies, the learners miss nothing,
@@ -90,7 +91,43 @@ def _http_abuses(plan: Plan) -> list[tuple[str, Callable[[httpx.AsyncClient, str
         return _expect(await http.post(f"{url}/ai/chat2", content=streamed(), headers=as_json), 413, "body_too_large")
 
     grading = {"exercise_id": 5, "code": "not an object"}
+    deep: object = "deep"
+    for _ in range(300):
+        deep = {"next": deep}
+
+    def get(path: str, status: int, code: str) -> Callable[[httpx.AsyncClient, str], Awaitable[str]]:
+        async def send(http: httpx.AsyncClient, url: str) -> str:
+            return _expect(await http.get(f"{url}{path}", headers=mallory), status, code)
+
+        return send
+
     return [
+        # The inputs that gave a 500 before issue 15: each is a 422 at the edge now.
+        ("id past 64 bits", get("/api/chat/history?before=9223372036854775808", 422, "validation_error")),
+        ("NUL in a message", post("/ai/chat2", 422, "validation_error", json={"message": "a\x00b"}, headers=mallory)),
+        (
+            "NUL in code",
+            post(
+                "/submit-test2",
+                422,
+                "validation_error",
+                json={"exercise_id": "css-flex-row", "code": {"js": "\x00"}},
+                headers=mallory,
+            ),
+        ),
+        (
+            "NUL in a username",
+            post(
+                "/api/auth/login",
+                422,
+                "validation_error",
+                json={"username": "mal\x00lory", "password": "whatever it is"},
+            ),
+        ),
+        (
+            "nested 300 deep",
+            post("/ai/chat2", 422, "validation_error", json={"message": "hi", "test_results": deep}, headers=mallory),
+        ),
         ("oversized body", post("/ai/chat2", 413, "body_too_large", content=oversized, headers=as_json)),
         ("oversized body, streamed", chunked),
         ("malformed JSON", post("/ai/chat2", 422, "validation_error", content=b'{"message": ', headers=as_json)),
