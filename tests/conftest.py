@@ -41,6 +41,7 @@ def stack_env(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFact
         WS_AUTH_TIMEOUT_S="1",
         # Every test registers from 127.0.0.1: only test_limits.py sets real limits.
         AUTH_RATE_LIMIT="100000/60",
+        LOGIN_USER_RATE_LIMIT="100000/60",
         SUBMIT_RATE_LIMIT="100000/60",
         LOG_FORMAT="json",
     )

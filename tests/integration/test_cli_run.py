@@ -6,6 +6,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -35,6 +36,20 @@ class LocalRun(ManagedProcess):
         super().__init__("taskwire-run", [*CLI, "run", "--port", str(self.port)], env, tmp_path, cwd=tmp_path)
 
 
+async def _ask(port: int, message: str) -> dict[str, Any]:
+    """Ask the tutor of the Taskwire on `port` as a new learner; its `chat_result` frame."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        account = await register(http)
+        ws, _ = await open_socket(f"ws://127.0.0.1:{port}", account)
+        async with ws:
+            response = await http.post("/ai/chat2", json={"message": message}, headers=account.headers)
+            task_id = response.json()["task_id"]
+            frames = await frames_until(
+                ws, lambda f: f["type"] == "chat_result" and f["task_id"] == task_id, what="the answer", timeout_s=60
+            )
+    return frames[-1]
+
+
 @pytest.fixture
 def local_run(tmp_path: Path) -> Iterator[LocalRun]:
     process = LocalRun(tmp_path)
@@ -54,16 +69,9 @@ async def test_run_starts_embedded_redis_api_and_worker_and_stops_them_all(local
     assert match, "with no REDIS_URL, taskwire run should start an embedded Redis"
     redis_port = int(match.group(1))
 
+    result = await _ask(port, "hi from taskwire run")
+    assert "hi from taskwire run" in result["data"]["message"]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-        account = await register(http)
-        ws, _ = await open_socket(f"ws://127.0.0.1:{port}", account)
-        async with ws:
-            response = await http.post("/ai/chat2", json={"message": "hi from taskwire run"}, headers=account.headers)
-            task_id = response.json()["task_id"]
-            frames = await frames_until(
-                ws, lambda f: f["type"] == "chat_result" and f["task_id"] == task_id, what="the chat result"
-            )
-        assert "hi from taskwire run" in frames[-1]["data"]["message"]
         page = await http.get("/")
         assert page.status_code == 200 and "Taskwire" in page.text
 
@@ -96,14 +104,5 @@ async def test_run_keeps_going_when_its_worker_crashes(local_run: LocalRun) -> N
         what="the chat worker to be started again",
     )
     local_run.assert_running()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{local_run.port}", timeout=10) as http:
-        account = await register(http)
-        ws, _ = await open_socket(f"ws://127.0.0.1:{local_run.port}", account)
-        async with ws:
-            response = await http.post("/ai/chat2", json={"message": "still there?"}, headers=account.headers)
-            task_id = response.json()["task_id"]
-            frames = await frames_until(
-                ws, lambda f: f["type"] == "chat_result" and f["task_id"] == task_id, what="the answer", timeout_s=60
-            )
-    assert frames[-1]["error"] is None
+    assert (await _ask(local_run.port, "still there?"))["error"] is None
     assert "the chat worker exited with" in local_run.log_text()

@@ -5,6 +5,7 @@ database. Each test names the hole it closes; docs/security.md maps them to the 
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import unicodedata
@@ -29,6 +30,17 @@ from tests.support.stack import ApiServer, Worker, migrate
 
 FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}  # 'A' → 'Ａ'
 ENDLESS_ALERTS = {"html": "<h1>Hello</h1>", "css": "", "js": "while (true) alert('mine now');"}
+
+
+@contextlib.asynccontextmanager
+async def own_api(name: str, env: dict[str, str], log_dir: Path) -> AsyncIterator[tuple[ApiServer, httpx.AsyncClient]]:
+    """An API replica with these settings, and a client of it, for the block."""
+    server = ApiServer(name, env, log_dir)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            yield server, http
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +151,17 @@ async def test_hole_4_bad_inputs_get_422_with_a_code_and_leak_nothing(
     with database(database_kind, tmp_path) as url:
         env = {**stack_env, "DATABASE_URL": url, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/6"}
         migrate(env)
-        api = ApiServer(f"api-bad-input-{database_kind}", env, log_dir)
-        try:
-            async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
-                account = await register(http)
-                answers = []
-                for method, path, body in BAD_INPUTS:
-                    response = await http.request(method, path, json=body, headers=account.headers)
-                    answers.append((path, response.status_code, response.json().get("error", {}).get("code")))
+        async with own_api(f"api-bad-input-{database_kind}", env, log_dir) as (api, http):
+            account = await register(http)
+            answers = []
+            for method, path, body in BAD_INPUTS:
+                response = await http.request(method, path, json=body, headers=account.headers)
+                answers.append((path, response.status_code, response.json().get("error", {}).get("code")))
             wrong = [answer for answer in answers if answer[1:] != (422, "validation_error")]
             assert not wrong, wrong
             log = api.log_text()
             assert "Traceback" not in log and '"level": "ERROR"' not in log
             assert SECRET_WORDS not in log, "a learner's words reached the log"
-        finally:
-            api.stop()
 
 
 def _rss_mb(pid: int) -> float:
@@ -241,80 +249,66 @@ async def test_hole_5_sign_in_is_limited_per_username_from_any_address(
     stack_env: dict[str, str], log_dir: Path
 ) -> None:
     env = {**stack_env, "LOGIN_USER_RATE_LIMIT": "5/60", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
-    api = ApiServer("api-login-limit", env, log_dir)
-    try:
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
-            victim = f"v{uuid.uuid4().hex[:10]}"
-            created = await http.post("/api/auth/register", json={"username": victim, "password": "victim's long pass"})
-            assert created.status_code == 201, created.text
-            codes = []
-            for attempt in range(7):  # each guess from another address
-                guess = await http.post(
-                    "/api/auth/login",
-                    json={"username": victim, "password": f"guess number {attempt}"},
-                    headers={"X-Forwarded-For": f"10.0.0.{attempt + 1}"},
-                )
-                codes.append(guess.status_code)
-            assert codes == [401] * 5 + [429] * 2, codes
-    finally:
-        api.stop()
+    async with own_api("api-login-limit", env, log_dir) as (_, http):
+        victim = f"v{uuid.uuid4().hex[:10]}"
+        created = await http.post("/api/auth/register", json={"username": victim, "password": "victim's long pass"})
+        assert created.status_code == 201, created.text
+        codes = []
+        for attempt in range(7):  # each guess from another address
+            guess = await http.post(
+                "/api/auth/login",
+                json={"username": victim, "password": f"guess number {attempt}"},
+                headers={"X-Forwarded-For": f"10.0.0.{attempt + 1}"},
+            )
+            codes.append(guess.status_code)
+        assert codes == [401] * 5 + [429] * 2, codes
 
 
 async def test_hole_5_the_address_limit_counts_the_client_behind_the_proxy(
     stack_env: dict[str, str], log_dir: Path
 ) -> None:
     env = {**stack_env, "AUTH_RATE_LIMIT": "3/60", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
-    api = ApiServer("api-forwarded", env, log_dir)
-    try:
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+    async with own_api("api-forwarded", env, log_dir) as (_, http):
 
-            async def login_from(address: str) -> int:
-                body = {"username": "nobody_here", "password": "not a password"}
-                return (await http.post("/api/auth/login", json=body, headers={"X-Forwarded-For": address})).status_code
+        async def login_from(address: str) -> int:
+            body = {"username": "nobody_here", "password": "not a password"}
+            return (await http.post("/api/auth/login", json=body, headers={"X-Forwarded-For": address})).status_code
 
-            one = [await login_from("203.0.113.7") for _ in range(4)]
-            other = await login_from("198.51.100.9")
+        one = [await login_from("203.0.113.7") for _ in range(4)]
+        other = await login_from("198.51.100.9")
         assert one == [401, 401, 401, 429] and other == 401, (one, other)
-    finally:
-        api.stop()
 
 
 async def test_hole_5_the_auth_limiter_fails_closed_when_redis_is_gone(
     stack_env: dict[str, str], log_dir: Path, tmp_path: Path
 ) -> None:
     own_redis = EmbeddedRedis(tmp_path / "redis").start()
-    api = ApiServer("api-limiter-down", {**stack_env, "REDIS_URL": own_redis.url}, log_dir)
     try:
-        own_redis.stop()
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
-            response = await http.post(
-                "/api/auth/register", json={"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
-            )
-        assert response.status_code == 503, response.text
-        assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+        async with own_api("api-limiter-down", {**stack_env, "REDIS_URL": own_redis.url}, log_dir) as (_, http):
+            own_redis.stop()
+            body = {"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
+            response = await http.post("/api/auth/register", json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "rate_limiter_unavailable"
     finally:
-        api.stop()
+        own_redis.stop()
 
 
 async def test_hole_5_a_burst_of_sign_ups_is_answered_quickly_not_queued_for_ever(
     stack_env: dict[str, str], log_dir: Path
 ) -> None:
     env = {**stack_env, "AUTH_HASH_CONCURRENCY": "2", "AUTH_HASH_WAIT_S": "1"}
-    api = ApiServer("api-hash-burst", env, log_dir)
-    try:
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+    async with own_api("api-hash-burst", env, log_dir) as (_, http):
 
-            async def sign_up() -> tuple[int, str, float]:
-                started = time.monotonic()
-                body = {"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
-                response = await http.post("/api/auth/register", json=body)
-                code = response.json().get("error", {}).get("code", "") if response.status_code != 201 else ""
-                return response.status_code, code, time.monotonic() - started
+        async def sign_up() -> tuple[int, str, float]:
+            started = time.monotonic()
+            body = {"username": f"u{uuid.uuid4().hex[:10]}", "password": "a long enough pass"}
+            response = await http.post("/api/auth/register", json=body)
+            code = response.json().get("error", {}).get("code", "") if response.status_code != 201 else ""
+            return response.status_code, code, time.monotonic() - started
 
-            answers = await asyncio.gather(*(sign_up() for _ in range(60)))
+        answers = await asyncio.gather(*(sign_up() for _ in range(60)))
         assert {(status, code) for status, code, _ in answers} <= {(201, ""), (503, "busy")}, answers
         assert any(status == 201 for status, _, _ in answers)
         slowest = max(took for _, _, took in answers)
         assert slowest < 4, f"a sign-up waited {slowest:.1f} s"
-    finally:
-        api.stop()

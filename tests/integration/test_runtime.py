@@ -153,6 +153,9 @@ def two_kinds(
         env = {
             **_stack_env(stack_env, redis_server, tmp_path_factory.mktemp("kinds"), 7, llm.base_url),
             "SANDBOX_MAX_CONCURRENCY": "2",
+            # One learner's ten gradings fill the pool here; the per-learner caps have tests of their own.
+            "SANDBOX_MAX_PER_LEARNER": "2",
+            "SUBMISSION_MAX_IN_FLIGHT": "10",
         }
         api = ApiServer("api-kinds", env, log_dir)
         worker = Worker("worker-kinds", env, log_dir)  # as in production: a process per queue
