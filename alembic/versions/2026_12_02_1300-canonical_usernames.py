@@ -36,7 +36,8 @@ def upgrade() -> None:
         if canonical == username:
             continue
         if canonical in taken:
-            # Two accounts whose names differ only in case: the older spellings keep theirs.
+            # Two accounts whose names differ only in case: this one keeps its spelling, and
+            # signs in by it exactly (app/auth/service.py).
             logger.warning("username %r kept as it is: %r is another account", username, canonical)
             continue
         connection.execute(users.update().where(users.c.participant_id == participant_id).values(username=canonical))

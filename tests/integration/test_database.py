@@ -14,9 +14,10 @@ from alembic import command
 from app.auth import repository as users
 from app.cli import REPO_ROOT
 from app.core.embedded_redis import EmbeddedRedis
+from app.core.security import hash_password
 from app.db.base import utcnow
 from app.db.session import api_sessionmaker, create_api_engine, create_sync_engine, sync_sessionmaker
-from app.models import TaskState
+from app.models import TaskState, User
 from app.tasks import repository as tasks
 from tests.support.client import open_socket, register
 from tests.support.databases import database, postgres_database
@@ -119,3 +120,38 @@ async def test_the_whole_stack_runs_on_postgresql(
         finally:
             worker.stop()
             api.stop()
+
+
+async def test_existing_usernames_are_folded_and_a_kept_spelling_still_signs_in(
+    database_url: str, stack_env: dict[str, str], log_dir: Path
+) -> None:
+    # Migration 0004: names are folded where no other account has the folded name; the one that
+    # must keep its spelling signs in by it exactly.
+    config = _alembic(database_url)
+    command.upgrade(config, "0003_submissions")
+    engine = create_sync_engine(database_url)
+    sessions = sync_sessionmaker(engine)
+    suffix = uuid.uuid4().hex[:6]
+    try:
+        with sessions.begin() as session:
+            kept = users.add_user(session, f"Ada{suffix}", hash_password("analytical engine"))
+            users.add_user(session, f"ada{suffix}", hash_password("another password"))
+            folded = users.add_user(session, f"ＧＲＡＣＥ{suffix}", hash_password("cobol forever"))
+        command.upgrade(config, "head")
+        with sessions() as session:
+            names = {user.participant_id: user.username for user in session.query(User)}
+    finally:
+        engine.dispose()
+    assert names[folded.participant_id] == f"grace{suffix}" and names[kept.participant_id] == f"Ada{suffix}"
+    api = ApiServer(f"api-folded-{uuid.uuid4().hex[:4]}", {**stack_env, "DATABASE_URL": database_url}, log_dir)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+
+            async def sign_in(username: str, password: str) -> str | None:
+                response = await http.post("/api/auth/login", json={"username": username, "password": password})
+                return response.json().get("participant_id") if response.status_code == 200 else None
+
+            assert await sign_in(f"Grace{suffix}", "cobol forever") == str(folded.participant_id)
+            assert await sign_in(f"Ada{suffix}", "analytical engine") == str(kept.participant_id)
+    finally:
+        api.stop()

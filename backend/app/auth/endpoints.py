@@ -33,5 +33,5 @@ async def login(
     """Exchange a username and password for an access token."""
     # Per username as well as per address: guessing one learner's password from many addresses
     # meets this limit, and a crowd behind one school address still meets only its own.
-    await limiter.check("login-user", request.username, settings.login_user_rate_limit)
+    await limiter.check("login-user", request.canonical_username, settings.login_user_rate_limit)
     return await service.login(session, request, settings, hashing)

@@ -16,7 +16,7 @@ _COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
 # Scripts that may share one username (Japanese mixes Han, Hiragana and Katakana).
 _COMPATIBLE = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "HANGUL"}
 # Cyrillic and Greek lower-case letters drawn like Latin ones.
-_LATIN_LOOKALIKES = set("аеорсухіјѕԁһӏԛԝԍоαοκνρτυχιβεζηο")
+_LATIN_LOOKALIKES = set("аеорсухіјѕԁһӏԛԝԍ" + "αοκνρτυχιβεζη")
 
 
 def canonical_username(raw: str) -> str:

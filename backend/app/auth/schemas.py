@@ -31,10 +31,10 @@ class LoginRequest(InboundModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
 
-    @field_validator("username")
-    @classmethod
-    def _canonical(cls, username: str) -> str:
-        return canonical_username(username)
+    @property
+    def canonical_username(self) -> str:
+        """The username in its stored form."""
+        return canonical_username(self.username)
 
 
 class TokenResponse(BaseModel):

@@ -31,10 +31,21 @@ async def login(
     session: AsyncSession, request: LoginRequest, settings: Settings, hashing: PasswordHashing
 ) -> TokenResponse:
     """Sign in; the same 401 for an unknown user and a wrong password."""
-    user = await session.run_sync(repository.get_by_username, request.username)
-    ok = await hashing.verify(request.password, user.password_hash if user else None)
-    if user is None or not ok:
-        raise InvalidCredentials("wrong username or password")
-    return TokenResponse(
-        participant_id=user.participant_id, access_token=create_access_token(user.participant_id, settings)
-    )
+    names = [request.canonical_username]
+    if request.username != request.canonical_username:
+        # An account older than canonical names whose spelling migration 0004 had to keep
+        # (another account already had the folded name) signs in by its exact spelling.
+        names.append(request.username)
+    checked = False
+    for name in names:
+        user = await session.run_sync(repository.get_by_username, name)
+        if user is None:
+            continue
+        checked = True
+        if await hashing.verify(request.password, user.password_hash):
+            return TokenResponse(
+                participant_id=user.participant_id, access_token=create_access_token(user.participant_id, settings)
+            )
+    if not checked:
+        await hashing.verify(request.password, None)  # as long as a wrong password takes
+    raise InvalidCredentials("wrong username or password")
