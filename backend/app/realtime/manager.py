@@ -208,6 +208,7 @@ class ClientConnection:
             raise
         except Exception:  # the peer went away; the receive loop notices and cleans up
             self._pending.clear()
+            self.unsent_bytes, self.replaying = 0, False
             logger.debug("sender stopped", exc_info=True)
 
 

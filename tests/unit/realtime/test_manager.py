@@ -124,6 +124,32 @@ async def test_a_full_queue_closes_only_that_socket_with_4408() -> None:
         await conn.stop()
 
 
+async def test_unwritten_bytes_count_against_the_budget_a_whole_replay_included() -> None:
+    socket = RecordingSocket()
+    socket.stalled = True
+    conn = ClientConnection(socket, "p1", queue_size=100, queue_bytes=10_000)  # type: ignore[arg-type]
+    big = [HistoryEntry(f"{i}-0", "x" * 1000) for i in range(1, 31)]  # 30 kB: more than the budget
+    conn.release(["HELLO"], big, floor_id=None)  # an idle socket still gets a whole replay
+    conn.start()
+    await _drain()
+    assert conn.close_code is None and conn.replaying and conn.unsent_bytes > 10_000
+    conn.offer("31-0", _envelope("31-0"))  # anything more, while the replay sits unwritten, is too much
+    assert conn.close_code == CloseCode.SLOW_CONSUMER
+    await conn.stop()
+
+
+async def test_a_replay_is_in_flight_until_written() -> None:
+    socket = RecordingSocket()
+    conn = _connection(socket)
+    conn.release(["HELLO"], _entries("1-0", "2-0"), floor_id=None)
+    assert conn.replaying
+    conn.start()
+    await _drain()
+    assert not conn.replaying and conn.unsent_bytes == 0 and socket.ids() == ["1-0", "2-0"]
+    assert [conn.may_resume() for _ in range(4)] == [True, True, True, False], "three at once, then paced"
+    await conn.stop()
+
+
 async def test_deliver_reaches_every_socket_of_the_participant_and_no_one_else() -> None:
     manager = _manager()
     sockets = [RecordingSocket() for _ in range(3)]
