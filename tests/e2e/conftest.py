@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from app.core.embedded_redis import EmbeddedRedis
 from tests.conftest import with_own_database
@@ -56,7 +56,14 @@ async def page(browser: Browser, app_server: ApiServer, app_worker: Worker) -> A
     context = await browser.new_context(base_url=app_server.base_url, viewport={"width": 1200, "height": 850})
     page = await context.new_page()
     page.dialogs = []  # type: ignore[attr-defined]
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))  # type: ignore[attr-defined]
+
+    async def record_and_dismiss(dialog: Dialog) -> None:
+        page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        await dialog.dismiss()
+
+    # A test that answers dialogs itself removes this first (page.remove_listener).
+    page.record_and_dismiss = record_and_dismiss  # type: ignore[attr-defined]
+    page.on("dialog", record_and_dismiss)
     page.page_errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda error: page.page_errors.append(str(error)))  # type: ignore[attr-defined]
     yield page

@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Dialog, Page, Route, expect
 
 from app.exercises.repository import all_exercises
 from tests.e2e.conftest import screenshot
@@ -119,6 +119,49 @@ async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     await page.locator("#tasks a").first.click()
     await expect(page.locator("#state")).to_have_text("SUCCESS")
     await screenshot(page, "5-task")
+
+
+async def test_the_grade_comes_into_view_with_the_pages_errors_and_returns_after_a_reload(page: Page) -> None:
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await _register(page)
+    await page.goto("/exercise.html?id=js-click-counter")
+    await page.get_by_label("JavaScript").fill(
+        "document.querySelector('#nothing-here').addEventListener('click', () => {});"
+    )
+    await page.get_by_role("button", name="Submit for grading").click()
+    result = page.locator("#result-message")
+    await expect(result).to_contain_text("checks passed", timeout=30_000)
+    await expect(result).to_be_in_viewport()
+    await expect(result).to_be_focused()
+    note = page.locator("#checkpoints li.page-note.error")
+    await expect(note).to_contain_text("Cannot read properties of null")
+    await expect(note).to_contain_text("querySelector")
+    shown = await result.inner_text()
+    await page.reload()
+    await expect(page.locator("#result-message")).to_have_text(shown)
+    await expect(page.locator("#progress-message")).to_contain_text("Your last attempt")
+    await expect(page.locator("#checkpoints li.page-note.error")).to_contain_text("Cannot read properties of null")
+
+
+async def test_reset_asks_before_throwing_the_draft_away(page: Page) -> None:
+    await _register(page)
+    await page.goto("/exercise.html?id=html-first-page")
+    await page.get_by_label("HTML").fill("<h1>My work</h1>")
+
+    async def answer_no(dialog: Dialog) -> None:
+        await dialog.dismiss()
+
+    async def answer_yes(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.remove_listener("dialog", page.record_and_dismiss)  # type: ignore[attr-defined]
+    page.once("dialog", answer_no)
+    await page.get_by_role("button", name="Reset to start code").click()
+    await expect(page.get_by_label("HTML")).to_have_value("<h1>My work</h1>")
+    page.once("dialog", answer_yes)
+    await page.get_by_role("button", name="Reset to start code").click()
+    start = all_exercises()["html-first-page"].start_code.html
+    await expect(page.get_by_label("HTML")).to_have_value(start)
 
 
 async def test_sign_in_never_leads_to_another_site(page: Page) -> None:

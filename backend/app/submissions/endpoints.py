@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, ServiceUnavailable, error_responses
 from app.core.rate_limit import RateLimited
@@ -15,7 +15,7 @@ from app.deps import (
     admitted_submitter,
 )
 from app.submissions import service
-from app.submissions.schemas import ExerciseProgress, SubmissionRequest
+from app.submissions.schemas import ExerciseProgress, LatestSubmission, SubmissionRequest
 from app.submissions.tasks import SUBMISSION
 from app.tasks.schemas import TaskAccepted
 
@@ -55,3 +55,17 @@ async def submit_code(
 async def submission_progress(participant_id: CurrentParticipant, session: SessionDep) -> list[ExerciseProgress]:
     """The caller's attempts and best result per exercise (for the dashboard)."""
     return await service.progress(session, participant_id)
+
+
+@router.get(
+    "/api/submissions/latest",
+    response_model=LatestSubmission,
+    responses=error_responses(NotAuthenticated),
+)
+async def latest_submission(
+    participant_id: CurrentParticipant,
+    session: SessionDep,
+    exercise_id: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")],
+) -> LatestSubmission:
+    """The caller's most recent submission for an exercise (for showing its result again after a reload)."""
+    return await service.latest(session, participant_id, exercise_id)

@@ -66,3 +66,15 @@ def summary_by_exercise(session: Session, participant_id: uuid.UUID) -> list[tup
         .group_by(Submission.exercise_id)
     )
     return [(exercise_id, int(attempts), bool(best)) for exercise_id, attempts, best in session.execute(query)]
+
+
+def latest_task_id(session: Session, participant_id: uuid.UUID, exercise_id: str) -> uuid.UUID | None:
+    """The task of the participant's most recent submission for the exercise, if any."""
+    query = (
+        select(Submission.task_id)
+        .where(Submission.participant_id == participant_id, Submission.exercise_id == exercise_id)
+        .order_by(Submission.created_at.desc())
+        .limit(1)
+    )
+    task_id: uuid.UUID | None = session.scalar(query)
+    return task_id

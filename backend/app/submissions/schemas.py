@@ -1,6 +1,7 @@
 from pydantic import BaseModel, Field
 
 from app.core.inbound import InboundModel
+from app.tasks.schemas import TaskStatus
 
 CODE_FIELD_MAX_CHARS = 200_000
 
@@ -26,3 +27,9 @@ class ExerciseProgress(BaseModel):
     exercise_id: str
     attempts: int
     passed: bool
+
+
+class LatestSubmission(BaseModel):
+    """The caller's last submission for one exercise: its task, or null before the first."""
+
+    task: TaskStatus | None

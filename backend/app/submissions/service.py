@@ -12,7 +12,7 @@ from app.core.rate_limit import RateLimited
 from app.db.threaded import ThreadedDatabase
 from app.exercises.repository import all_exercises
 from app.submissions import repository
-from app.submissions.schemas import ExerciseProgress, SubmissionRequest
+from app.submissions.schemas import ExerciseProgress, LatestSubmission, SubmissionRequest
 from app.submissions.tasks import SUBMISSION
 from app.tasks import service as tasks_service
 from app.tasks.dispatch import TaskDispatcher
@@ -67,3 +67,11 @@ async def progress(session: AsyncSession, participant_id: uuid.UUID) -> list[Exe
     """The caller's attempts and best result per exercise."""
     rows = await session.run_sync(repository.summary_by_exercise, participant_id)
     return [ExerciseProgress(exercise_id=e, attempts=a, passed=p) for e, a, p in rows]
+
+
+async def latest(session: AsyncSession, participant_id: uuid.UUID, exercise_id: str) -> LatestSubmission:
+    """The caller's most recent submission for the exercise, as its task (graded or still running)."""
+    task_id = await session.run_sync(repository.latest_task_id, participant_id, exercise_id)
+    if task_id is None:
+        return LatestSubmission(task=None)
+    return LatestSubmission(task=await tasks_service.get_status(session, task_id, participant_id))

@@ -2,6 +2,7 @@
 // IndexedDB, grading with a live progress bar and per-checkpoint feedback.
 
 import { clearDraft, loadDraft, saveDraft } from "../drafts.js";
+import { pageNotes } from "../grading-feedback.js";
 import { call, connect, requireSession, setText } from "../layout.js";
 import { renderMarkdown } from "../markdown.js";
 
@@ -41,33 +42,50 @@ function scheduleSave() {
   updatePreview();
 }
 
-function showResult(result, error) {
+function showResult(result, error, { earlier = null } = {}) {
+  document.getElementById("grading").hidden = false;
   document.getElementById("progress").value = 1;
+  setText("progress-message", earlier ? `Your last attempt, ${new Date(earlier).toLocaleString()}:` : "");
   const message = document.getElementById("result-message");
   const list = document.getElementById("checkpoints");
   list.replaceChildren();
   if (error) {
     message.textContent = `Could not grade: ${error.message}`;
     message.dataset.passed = "false";
-    return;
-  }
-  lastResult = result;
-  message.textContent = result.message;
-  message.dataset.passed = String(result.passed);
-  for (const checkpoint of result.checkpoints) {
-    const item = document.createElement("li");
-    item.dataset.passed = String(checkpoint.passed);
-    const name = document.createElement("strong");
-    name.textContent = `${checkpoint.passed ? "✓" : "✗"} ${checkpoint.name}`;
-    item.append(name);
-    if (!checkpoint.passed) {
-      const hint = document.createElement("p");
-      hint.textContent = checkpoint.feedback;
-      item.append(hint);
+  } else {
+    lastResult = result;
+    message.textContent = result.message;
+    message.dataset.passed = String(result.passed);
+    for (const checkpoint of result.checkpoints) {
+      const item = document.createElement("li");
+      item.dataset.passed = String(checkpoint.passed);
+      const name = document.createElement("strong");
+      name.textContent = `${checkpoint.passed ? "✓" : "✗"} ${checkpoint.name}`;
+      item.append(name);
+      if (!checkpoint.passed) {
+        const hint = document.createElement("p");
+        hint.textContent = checkpoint.feedback;
+        item.append(hint);
+      }
+      list.append(item);
     }
-    list.append(item);
+    list.append(...pageNotes(result.details));
+    document.getElementById("ask").hidden = false;
   }
-  document.getElementById("ask").hidden = false;
+  if (!earlier) {
+    // The grade is what the learner waited for: bring it into view and move focus to it, so a
+    // screen reader reads it too (the progress messages before it are polite updates).
+    document.getElementById("grading").scrollIntoView({ block: "start", behavior: "smooth" });
+    message.focus({ preventScroll: true });
+  }
+}
+
+function showGrading(text) {
+  document.getElementById("grading").hidden = false;
+  document.getElementById("progress").value = 0;
+  setText("progress-message", text);
+  setText("result-message", "");
+  document.getElementById("checkpoints").replaceChildren();
 }
 
 try {
@@ -111,14 +129,27 @@ client.subscribe("task_polled", ({ task_id: taskId, data: task }) => {
 });
 client.connect();
 
+// The last attempt, graded or still running, is shown again after a reload.
+call(session, `/api/submissions/latest?exercise_id=${encodeURIComponent(exerciseId)}`)
+  .then(({ task }) => {
+    if (!task || pendingTask) return;
+    if (task.state === "SUCCESS" || task.state === "FAILURE") {
+      showResult(task.result, task.error, { earlier: task.finished_at ?? task.created_at });
+    } else if (task.state !== "CANCELLED") {
+      pendingTask = task.task_id;
+      document.getElementById("submit").disabled = true;
+      showGrading("Still grading your last submission…");
+      document.getElementById("progress").value = task.progress ?? 0;
+      client.watch(pendingTask);
+    }
+  })
+  .catch(() => {}); // only a convenience: the page works without it
+
 document.getElementById("submit").addEventListener("click", async () => {
   const button = document.getElementById("submit");
   button.disabled = true;
-  document.getElementById("grading").hidden = false;
-  document.getElementById("progress").value = 0;
-  setText("progress-message", "Submitted…");
-  setText("result-message", "");
-  document.getElementById("checkpoints").replaceChildren();
+  showGrading("Submitted…");
+  document.getElementById("grading").scrollIntoView({ block: "nearest", behavior: "smooth" });
   try {
     const accepted = await call(session, "/submit-test2", {
       method: "POST",
@@ -133,6 +164,7 @@ document.getElementById("submit").addEventListener("click", async () => {
 });
 
 document.getElementById("reset").addEventListener("click", async () => {
+  if (!confirm("Put the start code back? Your changes to this exercise will be lost.")) return;
   await clearDraft(session.participant_id, exerciseId);
   setCode(exercise.start_code);
   setText("draft-state", "Back to the start code.");
