@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick clean
+.PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick vendor clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ chaos: install ## fault injection under load, 3 runs of each scenario; table to 
 
 chaos-quick: install ## one run of fault scenarios 1-5 (part of CI); fails when any misses the bar
 	$(BIN)/python -m loadtests.chaos.run --quick
+
+vendor: ## rebuild frontend/vendor/*.js and LICENSES.txt from npm (pinned in tools/vendor/package-lock.json)
+	cd tools/vendor && npm ci --no-audit --no-fund && node build.mjs
 
 format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format backend tests alembic loadtests

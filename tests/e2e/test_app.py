@@ -84,6 +84,54 @@ async def test_model_text_is_shown_as_text_never_run(page: Page) -> None:
     assert page.dialogs == [], "no dialog may fire"  # type: ignore[attr-defined]
 
 
+MODEL_ANSWER = """## Why your list is empty
+
+Intro:
+- first, check the selector
+  - nested: `#items` needs the `#`
+- then the [MDN page on querySelector](https://developer.mozilla.org/docs/Web/API/Document/querySelector)
+
+1. one
+2. two
+
+| property | value |
+|---|---|
+| display | flex |
+
+```js
+const list = document.querySelector("#items");
+```
+
+[bad link](javascript:alert(1)) <img src=x onerror=alert(2)>
+"""
+
+
+async def test_model_markdown_renders_headings_links_nested_lists_tables_and_code_safely(page: Page) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    await page.evaluate(
+        """async (text) => {
+          const { renderMarkdown } = await import('/js/markdown.js');
+          const box = document.createElement('div');
+          box.id = 'rendered';
+          box.innerHTML = renderMarkdown(text);
+          document.body.append(box);
+        }""",
+        MODEL_ANSWER,
+    )
+    box = page.locator("#rendered")
+    await expect(box.locator("h2")).to_have_text("Why your list is empty")
+    await expect(box.locator("ul > li > ul > li")).to_contain_text("nested:")
+    await expect(box.locator("ol > li")).to_have_count(2)
+    await expect(box.locator("table td").first).to_have_text("display")
+    await expect(box.locator("pre code")).to_contain_text('document.querySelector("#items")')
+    link = box.locator("a", has_text="MDN page")
+    await expect(link).to_have_attribute("rel", "noopener noreferrer")
+    assert await box.locator("a[href^='javascript']").count() == 0
+    assert await box.locator("img").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+
 async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     exercise = all_exercises()["css-colours"]
     await _register(page)
