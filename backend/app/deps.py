@@ -22,7 +22,7 @@ from app.db.threaded import ThreadedDatabase
 from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks.admission import SubmitAdmission
 from app.tasks.dispatch import TaskDispatcher
-from app.tasks.registry import TaskKindSpec
+from app.tasks.registry import TaskKindSpec, TaskRegistry
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -57,7 +57,13 @@ async def _dispatcher(request: Request) -> TaskDispatcher:
     return dispatcher
 
 
+async def _registry(request: Request) -> TaskRegistry:
+    registry: TaskRegistry = request.app.state.registry
+    return registry
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+RegistryDep = Annotated[TaskRegistry, Depends(_registry)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 # The submit path's writes: one hop to a database thread per transaction (db/threaded.py).
 DatabaseDep = Annotated[ThreadedDatabase, Depends(_database)]

@@ -54,6 +54,10 @@ async def test_chat_streams_piece_by_piece_and_survives_a_reload(page: Page) -> 
     await expect(page.locator("#messages li.user")).to_have_text(["How do I centre a div?"])
     await expect(page.locator(ASSISTANT)).to_have_count(1)
     await expect(page.locator(ASSISTANT)).to_contain_text("real tutor model")
+    await page.goto("/dashboard.html")
+    latest = page.locator("#tasks tbody tr").first.locator("td")
+    await expect(latest.nth(0)).to_have_text("Asked: How do I centre a div?")
+    await expect(latest.nth(1)).to_have_text("Answered")
 
 
 async def test_navigating_away_mid_stream_and_back_shows_the_answer_once(page: Page) -> None:
@@ -164,7 +168,17 @@ async def test_an_exercise_is_graded_live_with_feedback(page: Page) -> None:
     await screenshot(page, "4-exercise")
     await page.goto("/dashboard.html")
     await expect(page.locator(".cards li", has_text=exercise.title).locator(".status")).to_have_text("✓ passed")
+    # Recent work in the learner's words: the exercise's title and how it went, not ids and states.
+    rows = page.locator("#tasks tbody tr")
+    total = len(exercise.checkpoints)
+    await expect(rows.first.locator("td").nth(0)).to_have_text(exercise.title)
+    await expect(rows.first.locator("td").nth(1)).to_have_text(f"Passed: all {total} checks")
+    await expect(rows.nth(1).locator("td").nth(1)).to_have_text(f"1 of {total} checks passed")
     await page.locator("#tasks a").first.click()
+    await expect(page.locator("#title")).to_have_text(exercise.title)
+    await expect(page.locator("#outcome")).to_have_text(f"Passed: all {total} checks")
+    await expect(page.locator("#state")).not_to_be_visible()  # the raw view waits behind a toggle
+    await page.get_by_text("Details for the curious").click()
     await expect(page.locator("#state")).to_have_text("SUCCESS")
     await screenshot(page, "5-task")
 

@@ -1,9 +1,16 @@
 """The tutor's task kind: one learner question, answered by the LLM and streamed token by token."""
 
+from typing import Any
+
 from app.chat.schemas import ChatRequest
 from app.core.config import Settings
 from app.realtime.envelopes import EnvelopeType
 from app.tasks.registry import KindLimits, TaskKindSpec
+
+
+def _describe(task_input: dict[str, Any]) -> str:
+    message = " ".join(str(task_input["message"]).split())
+    return f"Asked: {message[:60]}…" if len(message) > 60 else f"Asked: {message}"
 
 
 def _limits(settings: Settings) -> KindLimits:
@@ -25,4 +32,5 @@ CHAT = TaskKindSpec(
     handler="app.chat.handler:ChatAnswerer",
     limits=_limits,
     timeout_message="the tutor took too long to answer; please try again",
+    describe=_describe,
 )

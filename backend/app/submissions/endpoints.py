@@ -10,6 +10,7 @@ from app.deps import (
     DatabaseDep,
     DispatcherDep,
     IdempotencyKey,
+    RegistryDep,
     SessionDep,
     SettingsDep,
     admitted_submitter,
@@ -65,7 +66,8 @@ async def submission_progress(participant_id: CurrentParticipant, session: Sessi
 async def latest_submission(
     participant_id: CurrentParticipant,
     session: SessionDep,
+    registry: RegistryDep,
     exercise_id: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")],
 ) -> LatestSubmission:
     """The caller's most recent submission for an exercise (for showing its result again after a reload)."""
-    return await service.latest(session, participant_id, exercise_id)
+    return await service.latest(session, registry, participant_id, exercise_id)

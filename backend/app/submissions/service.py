@@ -16,6 +16,7 @@ from app.submissions.schemas import ExerciseProgress, LatestSubmission, Submissi
 from app.submissions.tasks import SUBMISSION
 from app.tasks import service as tasks_service
 from app.tasks.dispatch import TaskDispatcher
+from app.tasks.registry import TaskRegistry
 
 
 class TooManyInFlight(RateLimited):
@@ -69,9 +70,11 @@ async def progress(session: AsyncSession, participant_id: uuid.UUID) -> list[Exe
     return [ExerciseProgress(exercise_id=e, attempts=a, passed=p) for e, a, p in rows]
 
 
-async def latest(session: AsyncSession, participant_id: uuid.UUID, exercise_id: str) -> LatestSubmission:
+async def latest(
+    session: AsyncSession, registry: TaskRegistry, participant_id: uuid.UUID, exercise_id: str
+) -> LatestSubmission:
     """The caller's most recent submission for the exercise, as its task (graded or still running)."""
     task_id = await session.run_sync(repository.latest_task_id, participant_id, exercise_id)
     if task_id is None:
         return LatestSubmission(task=None)
-    return LatestSubmission(task=await tasks_service.get_status(session, task_id, participant_id))
+    return LatestSubmission(task=await tasks_service.get_status(session, registry, task_id, participant_id))

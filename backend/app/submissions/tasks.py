@@ -1,9 +1,17 @@
 """The grader's task kind: one submission, graded checkpoint by checkpoint in a sandboxed Chromium."""
 
+from typing import Any
+
 from app.core.config import Settings
+from app.exercises.repository import all_exercises
 from app.realtime.envelopes import EnvelopeType
 from app.submissions.schemas import SubmissionRequest
 from app.tasks.registry import KindLimits, TaskKindSpec
+
+
+def _describe(task_input: dict[str, Any]) -> str:
+    exercise = all_exercises().get(str(task_input["exercise_id"]))
+    return exercise.title if exercise is not None else str(task_input["exercise_id"])
 
 
 def _limits(settings: Settings) -> KindLimits:
@@ -29,4 +37,5 @@ SUBMISSION = TaskKindSpec(
     handler="app.submissions.handler:Grader",
     limits=_limits,
     timeout_message="grading took too long; please submit again",
+    describe=_describe,
 )

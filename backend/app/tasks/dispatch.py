@@ -46,6 +46,11 @@ class TaskDispatcher:
         self._redis = client
         self._registry = registry
 
+    @property
+    def registry(self) -> TaskRegistry:
+        """The kinds this dispatcher sends."""
+        return self._registry
+
     async def enqueue(self, kind: str, task_id: uuid.UUID) -> None:
         """Record the task as dispatched and push its Celery message, atomically and in one round trip."""
         spec = self._registry[kind]

@@ -4,7 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, status
 
 from app.core.errors import Conflict, NotAuthenticated, NotFound, error_responses
-from app.deps import CurrentParticipant, DispatcherDep, PublisherDep, RedisDep, SessionDep
+from app.deps import CurrentParticipant, DispatcherDep, PublisherDep, RedisDep, RegistryDep, SessionDep
 from app.models import TaskState
 from app.tasks import service
 from app.tasks.schemas import TaskStatus
@@ -26,6 +26,7 @@ TaskIdPath = Annotated[uuid.UUID, Depends(_task_id)]
 async def list_tasks(
     participant_id: CurrentParticipant,
     session: SessionDep,
+    registry: RegistryDep,
     state: TaskState | None = None,
     kind: Annotated[
         str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="a task kind, e.g. chat")
@@ -33,13 +34,15 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[TaskStatus]:
     """The caller's most recent tasks, newest first, optionally by state and kind."""
-    return await service.list_statuses(session, participant_id, state=state, kind=kind, limit=limit)
+    return await service.list_statuses(session, registry, participant_id, state=state, kind=kind, limit=limit)
 
 
 @router.get("/{task_id}", response_model=TaskStatus, responses=error_responses(NotAuthenticated, NotFound))
-async def get_task(participant_id: CurrentParticipant, task_id: TaskIdPath, session: SessionDep) -> TaskStatus:
+async def get_task(
+    participant_id: CurrentParticipant, task_id: TaskIdPath, session: SessionDep, registry: RegistryDep
+) -> TaskStatus:
     """One of the caller's tasks, as the database knows it; 404 for unknown or foreign ids."""
-    return await service.get_status(session, task_id, participant_id)
+    return await service.get_status(session, registry, task_id, participant_id)
 
 
 @router.delete(

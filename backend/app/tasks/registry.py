@@ -9,6 +9,7 @@ kind's handler, which the registry holds as an import path so that the API never
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -39,6 +40,8 @@ class TaskKindSpec:
     delta_type: EnvelopeType | None = None  # streamed text (`Reporter.delta`), if the kind streams
     progress_type: EnvelopeType | None = None  # progress steps (`Reporter.progress`), if it has any
     timeout_message: str = "the task took too long; please try again"
+    # What the task is, in the learner's words, from its input ("Asked: why is my list…").
+    describe: Callable[[dict[str, Any]], str] | None = None
 
     def load_handler_factory(self) -> Callable[..., object]:
         """Import the handler's factory (worker processes only)."""
@@ -69,6 +72,16 @@ class TaskRegistry:
 
     def __iter__(self) -> Iterator[TaskKindSpec]:
         return iter(self._by_name.values())
+
+    def describe(self, kind: str, task_input: dict[str, Any]) -> str:
+        """A few words saying what a task of `kind` with this input is; empty when the kind has none."""
+        spec = self._by_name.get(kind)
+        if spec is None or spec.describe is None:
+            return ""
+        try:
+            return spec.describe(task_input)
+        except (KeyError, TypeError, ValueError):  # an input stored by an older version
+            return ""
 
     @property
     def names(self) -> list[str]:

@@ -5,6 +5,8 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict
 
+from app.tasks.registry import TaskRegistry
+
 
 class TaskAccepted(BaseModel):
     """The 202 body of every submit endpoint."""
@@ -36,3 +38,11 @@ class TaskStatus(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     last_event_id: str | None
+    summary: str = ""  # what the task is, in the learner's words (from its kind and input)
+
+    @classmethod
+    def of(cls, task: Any, registry: TaskRegistry) -> "TaskStatus":
+        """The status of a stored task, with its summary."""
+        status = cls.model_validate(task)
+        status.summary = registry.describe(task.kind, task.input)
+        return status

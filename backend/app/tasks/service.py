@@ -22,6 +22,7 @@ from app.realtime.publisher import AsyncEnvelopePublisher
 from app.tasks import repository
 from app.tasks.dispatch import TaskDispatcher, queue_unavailable
 from app.tasks.keys import cancel_key
+from app.tasks.registry import TaskRegistry
 from app.tasks.schemas import TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -113,20 +114,28 @@ async def accept(
     return task_id
 
 
-async def get_status(session: AsyncSession, task_id: uuid.UUID, participant_id: uuid.UUID) -> TaskStatus:
+async def get_status(
+    session: AsyncSession, registry: TaskRegistry, task_id: uuid.UUID, participant_id: uuid.UUID
+) -> TaskStatus:
     """The caller's task; an unknown or another user's id are the same 404."""
     task = await session.run_sync(repository.get_owned, task_id, participant_id)
     if task is None:
         raise _not_found()
-    return TaskStatus.model_validate(task)
+    return TaskStatus.of(task, registry)
 
 
 async def list_statuses(
-    session: AsyncSession, participant_id: uuid.UUID, *, state: str | None, kind: str | None, limit: int
+    session: AsyncSession,
+    registry: TaskRegistry,
+    participant_id: uuid.UUID,
+    *,
+    state: str | None,
+    kind: str | None,
+    limit: int,
 ) -> list[TaskStatus]:
     """The caller's most recent tasks, newest first."""
     tasks = await session.run_sync(repository.list_owned, participant_id, state=state, kind=kind, limit=limit)
-    return [TaskStatus.model_validate(task) for task in tasks]
+    return [TaskStatus.of(task, registry) for task in tasks]
 
 
 async def cancel(
@@ -166,4 +175,4 @@ async def cancel(
     except Exception:
         logger.warning("revoke failed; the worker will skip the cancelled task anyway", exc_info=True)
     task = await session.run_sync(repository.get_owned, task_id, participant_id)
-    return TaskStatus.model_validate(task)
+    return TaskStatus.of(task, dispatcher.registry)

@@ -1,6 +1,7 @@
 // Exercises with the learner's best result, and recent tasks whose states update live.
 
 import { call, connect, requireSession } from "../layout.js";
+import { taskOutcome, taskTitle } from "../task-words.js";
 
 const session = requireSession();
 const client = connect(session);
@@ -12,15 +13,15 @@ function taskRow(task) {
     row = document.createElement("tr");
     const link = document.createElement("a");
     link.href = `/task.html?id=${task.task_id}`;
-    link.textContent = task.task_id.slice(0, 8);
-    row.append(document.createElement("td"), document.createElement("td"), document.createElement("td"), document.createElement("td"));
+    row.append(document.createElement("td"), document.createElement("td"), document.createElement("td"));
     row.cells[0].append(link);
     rows.set(task.task_id, row);
   }
-  row.cells[1].textContent = task.kind;
-  row.cells[2].textContent = task.state;
-  row.cells[2].dataset.state = task.state;
-  row.cells[3].textContent = new Date(task.created_at).toLocaleString();
+  row.cells[0].firstChild.textContent = taskTitle(task);
+  const outcome = taskOutcome(task);
+  row.cells[1].textContent = outcome.text;
+  row.cells[1].dataset.tone = outcome.tone;
+  row.cells[2].textContent = new Date(task.created_at).toLocaleString();
   return row;
 }
 

@@ -1,6 +1,8 @@
-// One task as the database knows it, kept current by its envelopes (shown raw, for debugging).
+// One task in the learner's words, kept current by its envelopes; the raw record and the
+// envelopes stay behind a details toggle.
 
 import { call, connect, requireSession, setText } from "../layout.js";
+import { taskOutcome, taskTitle } from "../task-words.js";
 
 const session = requireSession();
 const taskId = new URLSearchParams(location.search).get("id");
@@ -8,6 +10,19 @@ setText("task-id", taskId ?? "");
 
 async function refresh() {
   const task = await call(session, `/api/tasks/${encodeURIComponent(taskId)}`);
+  setText("title", taskTitle(task));
+  const outcome = taskOutcome(task);
+  setText("outcome", outcome.text);
+  document.getElementById("outcome").dataset.tone = outcome.tone;
+  const checks = document.getElementById("checkpoints");
+  checks.replaceChildren(
+    ...(task.result?.checkpoints ?? []).map((check) => {
+      const item = document.createElement("li");
+      item.dataset.passed = String(check.passed);
+      item.textContent = `${check.passed ? "✓" : "✗"} ${check.name}`;
+      return item;
+    }),
+  );
   setText("kind", task.kind);
   setText("state", task.state);
   setText("stage", task.stage ?? "");
@@ -20,7 +35,7 @@ async function refresh() {
 try {
   await refresh();
 } catch (error) {
-  setText("state", error.message);
+  setText("outcome", error.message);
 }
 const client = connect(session);
 client.watch(taskId);

@@ -80,3 +80,15 @@ def test_every_registered_handler_builds_from_its_factory_and_closes(tmp_path: P
         asyncio.run(build_and_close())
     finally:
         db.close()
+
+
+def test_a_task_is_described_in_the_learners_words() -> None:
+    from app.task_kinds import REGISTRY
+
+    question = "why is   my list\nempty?"  # spaces and a line break fold to single spaces
+    assert REGISTRY.describe("chat", {"message": question}) == "Asked: why is my list empty?"
+    long = "x" * 80
+    assert REGISTRY.describe("chat", {"message": long}) == f"Asked: {'x' * 60}…"
+    assert REGISTRY.describe("submission", {"exercise_id": "css-colours", "code": {}}) == "Colours"
+    assert REGISTRY.describe("submission", {}) == "", "an input of another shape is described as nothing"
+    assert REGISTRY.describe("no-such-kind", {}) == ""
