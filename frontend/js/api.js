@@ -30,7 +30,13 @@ export async function api(path, { method = "GET", body, token } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    // fetch rejects only when no answer came at all ("Failed to fetch"): say it in words.
+    throw new ApiError(0, "offline", "Can't reach Taskwire right now. Check your connection and try again.");
+  }
   const payload = await response.json().catch(() => null);
   if (!response.ok) {
     const error = payload?.error ?? { code: "http_error", message: response.statusText };

@@ -27,14 +27,20 @@ export async function call(session, path, options = {}) {
   }
 }
 
+// The badge in words; `data-state` keeps the socket's own state for styles and tests.
+const BADGE_WORDS = { OPEN: "Live", CONNECTING: "Connecting…", CLOSING: "Offline", CLOSED: "Offline" };
+
 export function connect(session, options = {}) {
   const badge = document.getElementById("ws-state");
   const notice = document.getElementById("ws-notice");
+  let constructed = false;
   const client = new WebSocketClient({
     participantId: session.participant_id,
     token: session.access_token,
     onState: (state) => {
-      badge.textContent = state;
+      // The client reports CLOSED as it is made, before its first connect: not news for the learner.
+      if (!constructed) return;
+      badge.textContent = BADGE_WORDS[state] ?? state;
       badge.dataset.state = state;
     },
     onGiveUp: () => {
@@ -44,6 +50,7 @@ export function connect(session, options = {}) {
     poll: (taskId) => call(session, `/api/tasks/${taskId}`),
     ...options,
   });
+  constructed = true;
   document.getElementById("ws-reconnect")?.addEventListener("click", () => {
     notice.hidden = true;
     client.reconnectNow();

@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 
+import pytest
 from playwright.async_api import Dialog, Page, Route, expect
 
 from app.exercises.repository import all_exercises
@@ -19,7 +20,7 @@ async def _register(page: Page) -> str:
     await page.get_by_label("Password").fill("correct horse battery")
     await page.get_by_role("button", name="Register").click()
     await expect(page).to_have_url("/dashboard.html")
-    await expect(page.locator("#ws-state")).to_have_text("OPEN")
+    await expect(page.locator("#ws-state")).to_have_attribute("data-state", "OPEN")
     return username
 
 
@@ -66,7 +67,7 @@ async def test_navigating_away_mid_stream_and_back_shows_the_answer_once(page: P
     await _ask(page, "Tell me about flexbox")
     await expect(page.locator(ASSISTANT).last).to_contain_text("Offline tutor")
     await page.get_by_role("link", name="Dashboard").click()
-    await expect(page.locator("#ws-state")).to_have_text("OPEN")
+    await expect(page.locator("#ws-state")).to_have_attribute("data-state", "OPEN")
     await page.get_by_role("link", name="Chat").click()
     await expect(page.locator(ASSISTANT)).to_have_count(1)
     answer = page.locator(ASSISTANT).first
@@ -226,6 +227,36 @@ async def test_reset_asks_before_throwing_the_draft_away(page: Page) -> None:
     await expect(page.get_by_label("HTML")).to_have_value(start)
 
 
+@pytest.mark.parametrize("path", ["/login.html", "/dashboard.html", "/chat.html", "/exercise.html?id=css-flex-row"])
+async def test_every_page_fits_a_375_px_screen(page: Page, path: str) -> None:
+    await _register(page)
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await page.goto(path)
+    await page.wait_for_load_state("networkidle")
+    await screenshot(page, "375" + path.split("?")[0].replace("/", "-").removesuffix(".html"))
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"{path} is {width} px wide at 375"
+    if path != "/login.html":
+        box = await page.get_by_role("button", name="Sign out").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+
+
+async def test_the_badge_says_connecting_then_live_never_offline_on_load(page: Page) -> None:
+    await _register(page)
+    await page.add_init_script(
+        """document.addEventListener('DOMContentLoaded', () => {
+          const badge = document.getElementById('ws-state');
+          window.badgeSeen = [badge.textContent];
+          new MutationObserver(() => window.badgeSeen.push(badge.textContent))
+            .observe(badge, { childList: true, characterData: true, subtree: true });
+        });"""
+    )
+    await page.reload()
+    await expect(page.locator("#ws-state")).to_have_text("Live")
+    seen = await page.evaluate("window.badgeSeen")
+    assert seen[0] == "Connecting…" and "Offline" not in seen, seen
+
+
 async def test_sign_in_never_leads_to_another_site(page: Page) -> None:
     # Issue 15, hole 6: `next` is followed only within this origin, however it is spelled.
     username = await _register(page)
@@ -282,10 +313,10 @@ async def test_a_restarted_replica_is_reconnected_to_and_the_result_shown(page: 
     await expect(page.locator(ASSISTANT).last).to_contain_text("Offline tutor")
     app_server.stop()
     try:
-        await expect(page.locator("#ws-state")).not_to_have_text("OPEN", timeout=10_000)
+        await expect(page.locator("#ws-state")).not_to_have_attribute("data-state", "OPEN", timeout=10_000)
     finally:
         app_server.start_again()  # same port: the page's own reconnects find it
-    await expect(page.locator("#ws-state")).to_have_text("OPEN", timeout=30_000)
+    await expect(page.locator("#ws-state")).to_have_attribute("data-state", "OPEN", timeout=30_000)
     answer = page.locator(ASSISTANT).last
     await expect(answer).to_contain_text("real tutor model", timeout=30_000)
     assert (await answer.inner_text()).count("Offline tutor") == 1
