@@ -149,7 +149,8 @@ async def test_hole_4_bad_inputs_get_422_with_a_code_and_leak_nothing(
     stack_env: dict[str, str], redis_server: EmbeddedRedis, log_dir: Path, tmp_path: Path, database_kind: str
 ) -> None:
     with database(database_kind, tmp_path) as url:
-        env = {**stack_env, "DATABASE_URL": url, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/6"}
+        # Redis database 11 is this test's alone: rate-limit counters are per database.
+        env = {**stack_env, "DATABASE_URL": url, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/11"}
         migrate(env)
         async with own_api(f"api-bad-input-{database_kind}", env, log_dir) as (api, http):
             account = await register(http)
