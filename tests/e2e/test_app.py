@@ -61,6 +61,51 @@ async def test_chat_streams_piece_by_piece_and_survives_a_reload(page: Page) -> 
     await expect(latest.nth(1)).to_have_text("Answered")
 
 
+async def test_an_answer_thinks_then_can_be_stopped_and_asked_again(page: Page) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    # How each answer looks the moment it appears (the offline tutor's first piece is quick).
+    await page.evaluate(
+        """() => { window.appeared = [];
+        new MutationObserver((changes) => { for (const change of changes) for (const node of change.addedNodes)
+          if (node.classList?.contains('assistant'))
+            window.appeared.push([node.dataset.status, node.querySelector('.body').textContent]);
+        }).observe(document.getElementById('messages'), { childList: true }); }"""
+    )
+    await _ask(page, "Tell me about flexbox")
+    answer = page.locator(ASSISTANT).last
+    await expect(answer).to_contain_text("Offline tutor")  # the first pieces, then Stop
+    assert await page.evaluate("window.appeared") == [["thinking…", ""]]
+    await expect(answer).not_to_have_attribute("data-status", "thinking…")
+    await answer.get_by_role("button", name="Stop").click()
+    await expect(answer).to_have_attribute("data-status", "stopped")
+    kept = await answer.locator(".body").inner_text()
+    assert kept and "real tutor model" not in kept, "what streamed stays; the rest never comes"
+    latest = (
+        await page.evaluate(
+            "fetch('/api/tasks?kind=chat&limit=1', {headers: {Authorization: 'Bearer ' + JSON.parse(localStorage.getItem('taskwire.session')).access_token}}).then(r => r.json())"
+        )
+    )[0]
+    assert latest["state"] == "CANCELLED"
+    await answer.get_by_role("button", name="Ask again").click()
+    await expect(page.locator("#messages li.user")).to_have_text(["Tell me about flexbox", "Tell me about flexbox"])
+    await expect(page.locator(ASSISTANT).last).to_contain_text("real tutor model", timeout=15_000)
+    await expect(page.locator("#announce")).to_contain_text("real tutor model")
+
+
+async def test_a_question_asked_in_one_tab_shows_in_the_other_before_its_answer(page: Page) -> None:
+    await _register(page)
+    await page.goto("/chat.html")
+    other = await page.context.new_page()
+    await other.goto("/chat.html")
+    await expect(other.locator("#ws-state")).to_have_attribute("data-state", "OPEN")
+    await _ask(page, "Asked in the first tab")
+    await expect(other.locator("#messages li.user")).to_have_text(["Asked in the first tab"])
+    await expect(other.locator(ASSISTANT).last).to_contain_text("real tutor model", timeout=15_000)
+    order = await other.evaluate("[...document.querySelectorAll('#messages > li')].map(li => li.className)")
+    assert order == ["user", "assistant"], order
+
+
 async def test_navigating_away_mid_stream_and_back_shows_the_answer_once(page: Page) -> None:
     await _register(page)
     await page.goto("/chat.html")
