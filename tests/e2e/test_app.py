@@ -164,7 +164,9 @@ async def test_model_markdown_renders_headings_links_nested_lists_tables_and_cod
           const { renderMarkdown } = await import('/js/markdown.js');
           const box = document.createElement('div');
           box.id = 'rendered';
+          const { addCopyButtons } = await import('/js/markdown.js');
           box.innerHTML = renderMarkdown(text);
+          addCopyButtons(box, text);
           document.body.append(box);
         }""",
         MODEL_ANSWER,
@@ -175,6 +177,24 @@ async def test_model_markdown_renders_headings_links_nested_lists_tables_and_cod
     await expect(box.locator("ol > li")).to_have_count(2)
     await expect(box.locator("table td").first).to_have_text("display")
     await expect(box.locator("pre code")).to_contain_text('document.querySelector("#items")')
+    await expect(box.locator("pre code .hljs-keyword").first).to_have_text("const")  # highlighted
+    await expect(box.locator("pre .copy")).to_have_text("Copy")
+    await screenshot(page, "6-markdown")
+    # While an answer streams, its last block may still be open: no Copy button until it closes.
+    buttons = await page.evaluate(
+        r"""async () => {
+          const { addCopyButtons, renderMarkdown } = await import('/js/markdown.js');
+          const box = document.createElement('div');
+          const open = 'Try:\n```js\nlet a = 1;\n```\nthen\n```js\nlet b';
+          box.innerHTML = renderMarkdown(open);
+          addCopyButtons(box, open);
+          const before = box.querySelectorAll('.copy').length;
+          box.innerHTML = renderMarkdown(open + ' = 2;\n```');
+          addCopyButtons(box, open + ' = 2;\n```');
+          return [before, box.querySelectorAll('.copy').length];
+        }"""
+    )
+    assert buttons == [1, 2], buttons
     link = box.locator("a", has_text="MDN page")
     await expect(link).to_have_attribute("rel", "noopener noreferrer")
     assert await box.locator("a[href^='javascript']").count() == 0

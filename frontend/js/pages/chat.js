@@ -4,7 +4,7 @@
 // appears here too, before its answer. Only finished answers are read out to screen readers.
 
 import { call, connect, requireSession } from "../layout.js";
-import { renderMarkdown } from "../markdown.js";
+import { addCopyButtons, renderMarkdown } from "../markdown.js";
 import { compareIds, idBefore } from "../ws-client.js";
 
 const session = requireSession();
@@ -19,6 +19,7 @@ function addMessage(role, text, { before = null } = {}) {
     const body = document.createElement("div");
     body.className = "body";
     body.innerHTML = renderMarkdown(text);
+    addCopyButtons(body, text);
     const tools = document.createElement("div");
     tools.className = "answer-tools";
     item.append(body, tools);
@@ -128,11 +129,15 @@ client.subscribe("chat_delta", (frame) => {
   if (answer.item.dataset.status === "thinking…") delete answer.item.dataset.status;
   answer.text = frame.data.reset ? "" : answer.text + frame.data.delta;
   answer.body.innerHTML = renderMarkdown(answer.text);
+  addCopyButtons(answer.body, answer.text);
 });
 client.subscribe("chat_result", (frame) => {
   if (finished.has(frame.task_id)) return;
   const answer = answerFor(frame.task_id);
-  if (!frame.error) answer.body.innerHTML = renderMarkdown(frame.data.message);
+  if (!frame.error) {
+    answer.body.innerHTML = renderMarkdown(frame.data.message);
+    addCopyButtons(answer.body, frame.data.message);
+  }
   end(answer, { error: frame.error });
 });
 client.subscribe("task_status", (frame) => {
