@@ -265,19 +265,27 @@ async def test_hole_5_sign_in_is_limited_per_username_from_any_address(
         assert codes == [401] * 5 + [429] * 2, codes
 
 
-async def test_hole_5_the_address_limit_counts_the_client_behind_the_proxy(
-    stack_env: dict[str, str], log_dir: Path
+@pytest.mark.parametrize(("trusted", "believed"), [("127.0.0.1", True), ("10.9.9.9", False)])
+async def test_hole_5_the_address_limit_counts_the_client_behind_a_trusted_proxy_only(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis, log_dir: Path, trusted: str, believed: bool
 ) -> None:
-    env = {**stack_env, "AUTH_RATE_LIMIT": "3/60", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
-    async with own_api("api-forwarded", env, log_dir) as (_, http):
+    # The replica believes X-Forwarded-For only from FORWARDED_ALLOW_IPS: from the proxy each
+    # learner is counted apart; from anyone else the header is the sender's claim and ignored.
+    env = {**stack_env, "AUTH_RATE_LIMIT": "3/60", "FORWARDED_ALLOW_IPS": trusted}
+    # Its own Redis database: unbelieved, every request counts as 127.0.0.1, as all other tests'.
+    env["REDIS_URL"] = redis_server.url.rsplit("/", 1)[0] + "/12"
+    async with own_api(f"api-forwarded-{believed}", env, log_dir) as (_, http):
 
         async def login_from(address: str) -> int:
             body = {"username": "nobody_here", "password": "not a password"}
             return (await http.post("/api/auth/login", json=body, headers={"X-Forwarded-For": address})).status_code
 
-        one = [await login_from("203.0.113.7") for _ in range(4)]
-        other = await login_from("198.51.100.9")
-        assert one == [401, 401, 401, 429] and other == 401, (one, other)
+        # Addresses of this run's own: the counters outlive a run by a minute.
+        one, other = f"203.0.113.{7 + believed}", f"198.51.100.{9 + believed}"
+        first = [await login_from(one) for _ in range(4)]
+        second = await login_from(other)
+        assert first == [401, 401, 401, 429], first
+        assert second == (401 if believed else 429), "another client behind the proxy has its own count"
 
 
 async def test_hole_5_the_auth_limiter_fails_closed_when_redis_is_gone(

@@ -3,10 +3,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.inbound import InboundModel
+from app.core.inbound import InboundModel, InboundPart
 
 
-class CodeContext(InboundModel):
+class CodeContext(InboundPart):
     html: str = Field(default="", max_length=100_000)
     css: str = Field(default="", max_length=100_000)
     js: str = Field(default="", max_length=100_000)

@@ -31,11 +31,17 @@ def check_plain(value: Any, depth: int = 0) -> None:
             check_plain(item, depth + 1)
 
 
-class InboundModel(BaseModel):
-    """A request body: unknown fields, NUL characters and deep nesting are refused."""
+class InboundPart(BaseModel):
+    """A part of a request body: unknown fields are refused (its body checked the rest, once)."""
 
     model_config = ConfigDict(extra="forbid")
 
+
+class InboundModel(InboundPart):
+    """A request body: unknown fields, NUL characters and deep nesting are refused."""
+
+    # The whole body is walked here, parts included: a part validating its own subtree again
+    # would scan each submitted editor (up to 200,000 characters) twice.
     @model_validator(mode="before")
     @classmethod
     def _plain(cls, data: Any) -> Any:

@@ -150,7 +150,10 @@ class AsyncEnvelopePublisher:
         `envelope_id` asks for that id (see the script). `also` adds commands of the caller's
         to the same round trip; they run whether or not the guard holds.
         """
-        outgoing = Outgoing(participant_id, envelope_type, task_id, data, error, guard, envelope_id, also)
+        return await self.send(Outgoing(participant_id, envelope_type, task_id, data, error, guard, envelope_id, also))
+
+    async def send(self, outgoing: Outgoing) -> str:
+        """Publish one envelope given whole; its id, or what it met instead (raised)."""
         return await self._enqueue(outgoing)
 
     async def publish_many(self, envelopes: Sequence[Outgoing]) -> list[str | BaseException]:

@@ -1,12 +1,12 @@
 from pydantic import BaseModel, Field
 
-from app.core.inbound import InboundModel
+from app.core.inbound import InboundModel, InboundPart
 from app.tasks.schemas import TaskStatus
 
 CODE_FIELD_MAX_CHARS = 200_000
 
 
-class SubmittedCode(InboundModel):
+class SubmittedCode(InboundPart):
     """The learner's three editors, each capped in size."""
 
     html: str = Field(default="", max_length=CODE_FIELD_MAX_CHARS)

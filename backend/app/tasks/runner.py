@@ -65,10 +65,8 @@ def choose_event_id(after: str | None, *, leave: int = 0) -> str:
 
 def _stop_if_failed(started: asyncio.Future[None], stopped: asyncio.Future[None]) -> None:
     """A refused (or failed) STARTED stops the execution like a refused delta."""
-    if not started.cancelled() and started.exception() is not None and not stopped.done():
-        exception = started.exception()
-        assert exception is not None
-        stopped.set_exception(exception)
+    if not started.cancelled() and (failure := started.exception()) is not None and not stopped.done():
+        stopped.set_exception(failure)
 
 
 class PrepareFailed(Exception):
@@ -161,7 +159,8 @@ class TaskRunner:
         if token is None:
             logger.info("task is running elsewhere; acknowledging a duplicate delivery")
             return
-        prepare = getattr(await self.handlers.get(kind), "prepare", None)
+        handler = await self.handlers.get(kind)
+        prepare = getattr(handler, "prepare", None)
         started_id = choose_event_id(None)
 
         def claim(connection: Connection) -> tuple[repository.ClaimedTask | None, Any]:
@@ -190,7 +189,7 @@ class TaskRunner:
                 await pipe.execute(raise_on_error=False)
             return
         bind_log_context(participant_id=str(claimed.participant_id))
-        await Execution(self, kind, claimed, token, started_id, prepared).run()
+        await Execution(self, kind, handler, claimed, token, started_id, prepared).run()
 
 
 class Execution:
@@ -200,6 +199,7 @@ class Execution:
         self,
         runner: TaskRunner,
         kind: TaskKindSpec,
+        handler: Handler[Any],
         task: repository.ClaimedTask,
         token: int,
         started_id: str,
@@ -208,6 +208,7 @@ class Execution:
         self._runner = runner
         self._prepared = prepared
         self._kind = kind
+        self._handler = handler
         self._task = task
         self._token = token
         self._started_id = started_id
@@ -289,7 +290,6 @@ class Execution:
             if isinstance(self._prepared, PrepareFailed):
                 raise self._prepared from self._prepared.error
             job_input = self._kind.input_model.model_validate(task.input)
-            handler = await runner.handlers.get(self._kind)
         except Exception:
             await started  # STARTED goes out before the failure's result (or was refused: then that)
             raise
@@ -315,7 +315,7 @@ class Execution:
             report=stream,
             prepared=self._prepared,
         )
-        work: asyncio.Future[Outcome] = asyncio.ensure_future(handler(job))
+        work: asyncio.Future[Outcome] = asyncio.ensure_future(self._handler(job))
         renewer = asyncio.ensure_future(self._keep_lease(stopped))
         expired = False
         try:
@@ -375,17 +375,11 @@ class Execution:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
             try:
-                return await self._publish_one(result)
+                return await self._runner.publisher.send(result)
             except redis.RedisError as exc:
                 failure = exc
         logger.error("the result is stored but could not be published; clients read it over HTTP", exc_info=failure)
         return None
-
-    async def _publish_one(self, envelope: Outgoing) -> str:
-        (reply,) = await self._runner.publisher.publish_many([envelope])
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
 
     async def _write_progress(self, stage: str, fraction: float) -> None:
         await self._runner.db.write(repository.record_progress, self._task.task_id, self._token, stage, fraction)

@@ -6,6 +6,7 @@ database said about the task at that instant, which is how "committed before pub
 """
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,26 +89,11 @@ ECHO = TaskKindSpec(
 )
 
 
-PREPARED_ECHO = TaskKindSpec(
-    name="echo-prepared",
-    task_name="echo.prepared",
-    queue="echo",
-    input_model=EchoInput,
-    result_type=EnvelopeType.CHAT_RESULT,
-    handler=f"{__name__}:PreparingHandler",
-    limits=_limits,
-    delta_type=EnvelopeType.CHAT_DELTA,
+PREPARED_ECHO = dataclasses.replace(
+    ECHO, name="echo-prepared", task_name="echo.prepared", handler=f"{__name__}:PreparingHandler"
 )
-
-
-BROKEN_PREPARE = TaskKindSpec(
-    name="echo-broken-prepare",
-    task_name="echo.broken",
-    queue="echo",
-    input_model=EchoInput,
-    result_type=EnvelopeType.CHAT_RESULT,
-    handler=f"{__name__}:BrokenPrepareHandler",
-    limits=_limits,
+BROKEN_PREPARE = dataclasses.replace(
+    ECHO, name="echo-broken-prepare", task_name="echo.broken", handler=f"{__name__}:BrokenPrepareHandler"
 )
 
 
@@ -197,6 +183,12 @@ class FakePublisher:
             )
         )
         return given
+
+    async def send(self, outgoing: Outgoing) -> str:
+        (reply,) = await self.publish_many([outgoing])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     async def publish_many(self, envelopes: list[Outgoing]) -> list[str | BaseException]:
         replies: list[str | BaseException] = []
