@@ -7,19 +7,14 @@ adds a Celery task per kind. Neither side's Celery app knows about the other's c
 from celery import Celery
 
 from app.core.config import Settings
-from app.tasks.broker_transport import TRANSPORT
 from app.tasks.registry import TaskRegistry
 
 
 def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
     """A Celery app with Taskwire's broker and reliability settings (SPEC §6)."""
     app = Celery("taskwire")
-    broker_url = settings.required_redis_url
-    if broker_url.startswith(("redis://", "rediss://")):
-        # kombu's Redis transport, made to survive a Redis restart with acks pending.
-        app.conf.broker_transport = TRANSPORT
     app.conf.update(
-        broker_url=broker_url,
+        broker_url=settings.required_redis_url,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": settings.celery_visibility_timeout_s,
