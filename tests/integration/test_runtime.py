@@ -91,7 +91,9 @@ def _blocked_lines(worker: Worker) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def classroom_llm() -> Iterator[StreamingLLMProcess]:
-    with streaming_llm(Shape(first_token_s=0.2, pieces=60, interval_s=0.05)) as llm:  # 3.2 s an answer
+    # 6.2 s an answer, the short end of a tutor's 5-30 s: 200 submits take ~2 s on two busy cores,
+    # and "at once" should measure the worker's concurrency, not how fast the test can submit.
+    with streaming_llm(Shape(first_token_s=0.2, pieces=60, interval_s=0.1)) as llm:
         yield llm
 
 

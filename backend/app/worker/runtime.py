@@ -47,10 +47,9 @@ class WorkerRuntime:
         self._thread = threading.Thread(target=self._run_loop, args=(started,), name="taskwire-loop", daemon=True)
         self._thread.start()
         started.wait()
-        assert self._thread.ident is not None
         self.watchdog = LoopWatchdog(
             self.loop,
-            self._thread.ident,
+            self._thread,
             threshold_s=settings.worker_loop_blocked_warn_ms / 1000,
             idle_in=WorkerRuntime._run_loop.__code__,
         )
