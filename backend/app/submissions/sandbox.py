@@ -142,10 +142,10 @@ class SandboxPool:
             self._slots.release()
 
     async def _grade_in_time(self, exercise: Exercise, code: CodeFiles, report: ProgressReporter) -> GradeReport:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
         browser = await self._browser_ready()
         context = await browser.new_context(service_workers="block", viewport={"width": 1280, "height": 800})
+        # The learner's time starts now: launching (or relaunching) our browser is not theirs to pay.
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
         grading = Grading(context, self._normalise_style)
         try:
             async with asyncio.timeout_at(deadline - self._cleanup_s):
