@@ -4,7 +4,7 @@ import { build } from "esbuild";
 import { readFileSync, readdirSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 
-const ENTRIES = { "markdown-kit": "markdown-kit.js" };
+const ENTRIES = { "markdown-kit": "markdown-kit.js", "code-editor": "code-editor.js" };
 // The built files go beside the pages, which the app serves; this folder is not served.
 const out = new URL("../../frontend/vendor/", import.meta.url).pathname;
 

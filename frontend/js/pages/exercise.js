@@ -1,25 +1,40 @@
-// An exercise: description, three editors with a live sandboxed preview, drafts kept in
-// IndexedDB, grading with a live progress bar and per-checkpoint feedback.
+// An exercise: description, three code editors with a sandboxed preview that runs on a pause in
+// typing, drafts kept in IndexedDB, grading with a live progress bar and per-checkpoint feedback.
 
 import { clearDraft, loadDraft, saveDraft } from "../drafts.js";
 import { pageNotes } from "../grading-feedback.js";
 import { call, connect, requireSession, setText } from "../layout.js";
+import { guardScript, protectHtmlScripts, protectLoops } from "../loop-guard.js";
 import { renderMarkdown } from "../markdown.js";
+import { createEditor } from "../../vendor/code-editor.js";
 
 const session = requireSession();
 const exerciseId = new URLSearchParams(location.search).get("id");
-const editors = { html: "code-html", css: "code-css", js: "code-js" };
-const field = (name) => document.getElementById(editors[name]);
+const LABELS = { html: "HTML", css: "CSS", js: "JavaScript" };
+const PREVIEW_PAUSE_MS = 500;
+// Read-only until the draft is in them: earlier typing would be overwritten.
+const editors = Object.fromEntries(
+  Object.entries(LABELS).map(([name, label]) => {
+    const editor = createEditor({
+      parent: document.getElementById(`code-${name}`),
+      language: name,
+      label,
+      onChange: scheduleSave,
+    });
+    editor.setEditable(false);
+    return [name, editor];
+  }),
+);
 let exercise;
 let pendingTask = null;
 let lastResult = null;
 
 function currentCode() {
-  return Object.fromEntries(Object.keys(editors).map((name) => [name, field(name).value]));
+  return Object.fromEntries(Object.entries(editors).map(([name, editor]) => [name, editor.getValue()]));
 }
 
 function setCode(code) {
-  for (const name of Object.keys(editors)) field(name).value = code[name] ?? "";
+  for (const [name, editor] of Object.entries(editors)) editor.setValue(code[name] ?? "");
   updatePreview();
 }
 
@@ -27,19 +42,36 @@ function updatePreview() {
   const { html, css, js } = currentCode();
   // The iframe is sandboxed without same-origin: the learner's script runs in its own origin.
   // End tags are matched in any case, as the HTML parser does ("</SCRIPT>" ends a script too).
+  // Every loop gets a guard first, so `while (true) {}` stops after a second instead of hanging.
   const safeCss = css.replace(/<\/(style)/gi, "<\\/$1");
-  const safeJs = js.replace(/<\/(script)/gi, "<\\/$1");
-  document.getElementById("preview").srcdoc = `<style>${safeCss}</style>${html}<script>${safeJs}<\/script>`;
+  const safeJs = protectLoops(js).replace(/<\/(script)/gi, "<\\/$1");
+  setText("preview-note", "");
+  document.getElementById("preview").srcdoc =
+    `${guardScript()}<style>${safeCss}</style>${protectHtmlScripts(html)}<script>${safeJs}<\/script>`;
 }
 
+// The preview reports a loop it stopped; only messages from its own frame count.
+window.addEventListener("message", (event) => {
+  if (event.source !== document.getElementById("preview").contentWindow) return;
+  if (event.data?.taskwire === "loop-stopped") {
+    setText(
+      "preview-note",
+      `The preview stopped a loop (line ${Number(event.data.line)}) that ran for over a second. Does it ever end?`,
+    );
+  }
+});
+
 let saveTimer;
+let previewTimer;
 function scheduleSave() {
   clearTimeout(saveTimer);
   saveTimer = setTimeout(async () => {
     await saveDraft(session.participant_id, exerciseId, currentCode());
     setText("draft-state", "Draft saved on this device.");
   }, 300);
-  updatePreview();
+  // The preview runs once typing pauses, not on every key: half-typed code is rarely worth running.
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(updatePreview, PREVIEW_PAUSE_MS);
 }
 
 function showResult(result, error, { earlier = null } = {}) {
@@ -101,11 +133,7 @@ setText("checkpoint-names", `Checks: ${exercise.checkpoints.join(" · ")}`);
 const draft = await loadDraft(session.participant_id, exerciseId).catch(() => undefined);
 setCode(draft ?? exercise.start_code);
 if (draft) setText("draft-state", "Restored your draft.");
-// The editors stay read-only until the draft is in them: earlier typing would be overwritten.
-for (const name of Object.keys(editors)) {
-  field(name).addEventListener("input", scheduleSave);
-  field(name).readOnly = false;
-}
+for (const editor of Object.values(editors)) editor.setEditable(true);
 document.getElementById("submit").disabled = false;
 document.getElementById("reset").disabled = false;
 
