@@ -48,7 +48,7 @@ async def test_chat_streams_deltas_then_result(api: ApiServer, worker: Worker, h
     assert len(deltas) > 10, "the answer should arrive piece by piece"
     assert result["error"] is None
     assert "".join(deltas) == result["data"]["message"]
-    assert "Offline tutor" in result["data"]["message"] and "not centred?" in result["data"]["message"]
+    assert "Built-in tutor" in result["data"]["message"] and "not centred?" in result["data"]["message"]
     assert result["data"]["model"] == "offline"
 
     status = await status_on_result(http, account, task_id, result["id"])

@@ -1,12 +1,14 @@
 """The tutor's handler (worker side): the prompt from the conversation, the model's answer streamed, the answer kept."""
 
 import functools
+import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import Connection
 
-from app.chat import repository
+from app.chat import builtin_tutor, repository
 from app.chat.keys import TOKENS_KEY
 from app.chat.llm import ChatMessages, ChatProvider, OfflineProvider, OpenAICompatibleProvider
 from app.chat.prompt import build_prompt, choose_model
@@ -14,13 +16,16 @@ from app.chat.repository import Turn
 from app.chat.schemas import ChatRequest
 from app.core.config import Settings
 from app.exercises.repository import all_exercises
+from app.exercises.schemas import Exercise
 from app.models import ChatRole
 from app.tasks.contract import HandlerResources, Job, Outcome
 from app.tasks.retry import RetryPolicy, call_with_retries
 
+logger = logging.getLogger(__name__)
 
-def create_provider(settings: Settings) -> ChatProvider:
-    """The configured OpenAI-compatible model, or the offline tutor when none is."""
+
+def create_provider(settings: Settings) -> ChatProvider | OfflineProvider:
+    """The configured OpenAI-compatible model, or the built-in tutor when none is."""
     if settings.llm_base_url:
         return OpenAICompatibleProvider(
             base_url=settings.llm_base_url,
@@ -29,6 +34,7 @@ def create_provider(settings: Settings) -> ChatProvider:
             read_timeout_s=settings.llm_read_timeout_s,
             max_connections=settings.chat_concurrency,
         )
+    logger.warning("no language model configured (LLM_BASE_URL is empty): the built-in tutor answers")
     return OfflineProvider(delay_ms=settings.llm_offline_delay_ms)
 
 
@@ -52,7 +58,7 @@ class ChatAnswerer:
         """Stream the answer to the learner; the Outcome stores it with the prompt it came from."""
         settings = self._settings
         prompt = self._prompt_for(job)
-        model = "offline" if self._provider.offline else self._model_for(prompt)
+        model = "offline" if isinstance(self._provider, OfflineProvider) else self._model_for(prompt)
         usage: dict[str, Any] = {}
 
         async def stream_once(attempt: int) -> list[str]:
@@ -61,7 +67,7 @@ class ChatAnswerer:
                 job.report.reset()
             usage.clear()
             pieces: list[str] = []
-            async for piece in self._provider.stream(prompt, model=model, usage=usage):
+            async for piece in self._pieces(job, prompt, model, usage):
                 pieces.append(piece)
                 job.report.delta(piece)
             return pieces
@@ -92,12 +98,18 @@ class ChatAnswerer:
         if isinstance(self._provider, OpenAICompatibleProvider):
             await self._provider.aclose()
 
+    def _pieces(
+        self, job: Job[ChatRequest], prompt: ChatMessages, model: str, usage: dict[str, Any]
+    ) -> AsyncIterator[str]:
+        if isinstance(self._provider, OfflineProvider):
+            context = builtin_tutor.context_for(job.input.model_dump(mode="json"), _exercise_of(job), job.prepared)
+            return self._provider.stream_text(builtin_tutor.compose_reply(context))
+        return self._provider.stream(prompt, model=model, usage=usage)
+
     def _prompt_for(self, job: Job[ChatRequest]) -> ChatMessages:
-        request = job.input
         turns: list[Turn] = job.prepared
-        exercise = all_exercises().get(str(request.content_id)) if request.mode == "test" else None
         return build_prompt(
-            request.model_dump(mode="json"), turns, exercise, history_chars=self._settings.chat_history_chars
+            job.input.model_dump(mode="json"), turns, _exercise_of(job), history_chars=self._settings.chat_history_chars
         )
 
     def _model_for(self, prompt: ChatMessages) -> str:
@@ -108,6 +120,12 @@ class ChatAnswerer:
             fast=settings.llm_model_fast,
             strong=settings.llm_model_strong,
         )
+
+
+def _exercise_of(job: Job[ChatRequest]) -> Exercise | None:
+    """The exercise a question in test mode is about."""
+    request = job.input
+    return all_exercises().get(str(request.content_id)) if request.mode == "test" else None
 
 
 def _store_answer(

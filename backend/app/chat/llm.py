@@ -21,15 +21,11 @@ _FIRST_REQUEST_IMPORTS = ("httpcore._backends.anyio", "anyio._backends._asyncio"
 class ChatProvider(Protocol):
     """Streams an answer to OpenAI-style messages, piece by piece, filling `usage` when known."""
 
-    offline: bool
-
     def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]: ...
 
 
 class OpenAICompatibleProvider:
     """`POST {base_url}/chat/completions` with `stream=true`, read as server-sent events."""
-
-    offline = False
 
     def __init__(
         self,
@@ -125,33 +121,14 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class OfflineProvider:
-    """A deterministic, clearly labelled tutor reply, streamed like a real model's, for use with no network."""
-
-    offline = True
+    """Streams the built-in tutor's reply like a model's, word by word, for use with no network."""
 
     def __init__(self, *, delay_ms: int):
         self._delay_s = delay_ms / 1000
 
-    def reply_text(self, messages: ChatMessages) -> str:
-        """The whole reply this provider gives to `messages`."""
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        question = question.split("\n\n[", 1)[0]  # the learner's words, not the attached code context
-        shown = " ".join(question.split())
-        if len(shown) > 200:
-            shown = shown[:199] + "…"
-        return (
-            "[Offline tutor — no language model is configured, so this is a built-in reply.]\n\n"
-            f"You asked: “{shown}”\n\n"
-            "Let's reason it out together:\n"
-            "1. What did you expect the page to do, and what does it do instead?\n"
-            "2. Which part — the HTML structure, a CSS rule or a line of JavaScript — controls that behaviour?\n"
-            "3. Change one small thing, reload the preview, and see what moves.\n\n"
-            "Set LLM_BASE_URL and LLM_API_KEY to talk to a real tutor model."
-        )
-
-    async def stream(self, messages: ChatMessages, *, model: str, usage: dict[str, Any]) -> AsyncIterator[str]:
-        """Yield the reply word by word, `LLM_OFFLINE_DELAY_MS` apart."""
-        for index, match in enumerate(_PIECES.finditer(self.reply_text(messages))):
+    async def stream_text(self, text: str) -> AsyncIterator[str]:
+        """Yield `text` word by word, `LLM_OFFLINE_DELAY_MS` apart."""
+        for index, match in enumerate(_PIECES.finditer(text)):
             if index and self._delay_s:
                 await asyncio.sleep(self._delay_s)
             yield match.group()
