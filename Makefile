@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick vendor clean
+.PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick vendor screenshots clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ chaos: install ## fault injection under load, 3 runs of each scenario; table to 
 
 chaos-quick: install ## one run of fault scenarios 1-5 (part of CI); fails when any misses the bar
 	$(BIN)/python -m loadtests.chaos.run --quick
+
+screenshots: install ## run the browser tests and copy the README's screenshots from what they saved
+	$(BIN)/pytest tests/e2e -q
+	cp test-artifacts/screenshots/2-dashboard.png docs/screenshots/dashboard.png
+	cp test-artifacts/screenshots/4-exercise.png docs/screenshots/exercise.png
+	cp test-artifacts/screenshots/3-chat-markdown.png docs/screenshots/chat.png
 
 vendor: ## rebuild frontend/vendor/*.js and LICENSES.txt from npm (pinned in tools/vendor/package-lock.json)
 	cd tools/vendor && npm ci --no-audit --no-fund && node build.mjs

@@ -1,7 +1,7 @@
 // What every signed-in page shares: the session guard, the header, the connection badge.
 
 import { api, clearSession, loadSession } from "./api.js";
-import { WebSocketClient } from "./ws-client.js";
+import { SharedSocketClient } from "./shared-socket.js";
 
 export function requireSession() {
   const session = loadSession();
@@ -34,7 +34,7 @@ export function connect(session, options = {}) {
   const badge = document.getElementById("ws-state");
   const notice = document.getElementById("ws-notice");
   let constructed = false;
-  const client = new WebSocketClient({
+  const client = new SharedSocketClient({
     participantId: session.participant_id,
     token: session.access_token,
     onState: (state) => {
@@ -51,6 +51,7 @@ export function connect(session, options = {}) {
     ...options,
   });
   constructed = true;
+  window.taskwireClient = client; // for the console and the browser tests: what this tab receives
   document.getElementById("ws-reconnect")?.addEventListener("click", () => {
     notice.hidden = true;
     client.reconnectNow();

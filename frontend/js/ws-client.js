@@ -46,7 +46,13 @@ export class WebSocketClient {
     this.watched.delete(taskId);
   }
 
+  // Start receiving. (A page calls this once; the client reconnects by itself.)
   connect() {
+    this.open();
+  }
+
+  // Open the socket: at first, and again on every reconnect.
+  open() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     this.setState("CONNECTING");
     const socket = new WebSocket(`${scheme}://${location.host}/ws/user/${this.participantId}`);
@@ -65,7 +71,7 @@ export class WebSocketClient {
   reconnectNow() {
     this.failures = 0;
     this.stopPolling();
-    if (this.state === "CLOSED") this.connect();
+    if (this.state === "CLOSED") this.open();
   }
 
   close() {
@@ -117,7 +123,7 @@ export class WebSocketClient {
     }
     if (event.code === 1012) {
       // The replica is restarting: another one can take us right away.
-      setTimeout(() => this.connect(), Math.random() * 500);
+      setTimeout(() => this.open(), Math.random() * 500);
       return;
     }
     if (this.failures >= BACKOFF_S.length) {
@@ -127,7 +133,7 @@ export class WebSocketClient {
     }
     const base = BACKOFF_S[this.failures];
     this.failures += 1;
-    setTimeout(() => this.connect(), (base + Math.random()) * 1000);
+    setTimeout(() => this.open(), (base + Math.random()) * 1000);
   }
 
   startPolling() {

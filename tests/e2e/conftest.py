@@ -8,6 +8,7 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from app.core.embedded_redis import EmbeddedRedis
 from tests.conftest import with_own_database
+from tests.support.fake_llm import API_KEY, FakeLLM, FakeLLMServer
 from tests.support.stack import ApiServer, Worker
 
 # Waits, not assertions: a two-core CI machine running Chromium, the API and a worker at once
@@ -40,6 +41,31 @@ def app_worker(e2e_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
     worker.stop()
 
 
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLM]:
+    """The one allowed fake: a local OpenAI-compatible server the tests script answers for."""
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def llm_server(
+    e2e_env: dict[str, str], llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory, log_dir: Path
+) -> Iterator[ApiServer]:
+    """An API and a worker whose tutor is a language model (the fake), with a database of their own."""
+    env = {
+        **with_own_database(e2e_env, tmp_path_factory.mktemp("e2e-llm-db")),
+        "REDIS_URL": e2e_env["REDIS_URL"].rsplit("/", 1)[0] + "/13",
+        "LLM_BASE_URL": llm.base_url,
+        "LLM_API_KEY": API_KEY,
+    }
+    server = ApiServer("api-e2e-llm", env, log_dir)
+    worker = Worker("worker-e2e-llm", env, log_dir, queues="chat")
+    yield server
+    worker.stop()
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
@@ -53,7 +79,19 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser, app_server: ApiServer, app_worker: Worker) -> AsyncIterator[Page]:
-    context = await browser.new_context(base_url=app_server.base_url, viewport={"width": 1200, "height": 850})
+    async for page in _page_of(browser, app_server):
+        yield page
+
+
+@pytest.fixture
+async def llm_page(browser: Browser, llm_server: ApiServer) -> AsyncIterator[Page]:
+    """A page of the stack whose tutor is the (fake) language model."""
+    async for page in _page_of(browser, llm_server):
+        yield page
+
+
+async def _page_of(browser: Browser, server: ApiServer) -> AsyncIterator[Page]:
+    context = await browser.new_context(base_url=server.base_url, viewport={"width": 1200, "height": 850})
     page = await context.new_page()
     page.dialogs = []  # type: ignore[attr-defined]
 
