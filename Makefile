@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration lint format bench loadtest chaos chaos-quick vendor screenshots clean
@@ -18,8 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: install ## start everything locally (migrations, embedded Redis, API, worker) on http://127.0.0.1:8000
-	$(BIN)/taskwire run
+run: install ## start everything locally (migrations, embedded Redis, API, worker) on http://127.0.0.1:$(PORT) (PORT=8000)
+	$(BIN)/taskwire run --port $(PORT)
 
 test: install ## run the whole test suite (unit + integration with real Redis, uvicorn and Celery)
 	$(BIN)/pytest

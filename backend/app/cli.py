@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from types import FrameType
 
 import httpx
 
+from app.core.claims import ClaimRefused, check_port_free, claim_port, hold_data_dir
 from app.core.config import Settings, get_settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.logging import configure_logging
@@ -36,6 +38,7 @@ def migrate(settings: Settings) -> None:
 
 def serve_api(settings: Settings, host: str, port: int) -> None:
     """Run one API replica in this process until SIGINT/SIGTERM."""
+    listening = claim_port(host, port)  # before anything slow: a taken port ends this at once
     import uvicorn
 
     from app.main import begin_shutdown, create_app
@@ -67,7 +70,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
         ws_ping_interval=None,  # the application sends its own `ping` frames (SPEC §5.5)
         timeout_graceful_shutdown=10,
     )
-    DrainingServer(config).run()
+    DrainingServer(config).run(sockets=[listening])
 
 
 def serve_worker(settings: Settings, queues: list[str], concurrency: int | None, pool: str) -> int:
@@ -146,6 +149,12 @@ def supervise_workers(queues: list[str], pool: str) -> int:
 def run_local(settings: Settings, host: str, port: int) -> int:
     """Migrate, start Redis if needed, one API replica and one worker; stop them all on Ctrl-C/SIGTERM."""
     configure_logging("text", settings.log_level)
+    check_port_free(host, port)
+    with hold_data_dir(settings.data_dir):
+        return _run_local(settings, host, port)
+
+
+def _run_local(settings: Settings, host: str, port: int) -> int:
     migrate(settings)
     stopping = False
 
@@ -196,6 +205,7 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], cancelled: ob
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen component."""
     parser = argparse.ArgumentParser(prog="taskwire", description="Taskwire: HTTP submit, WebSocket notify.")
+    parser.add_argument("--version", action="version", version=f"taskwire {importlib.metadata.version('taskwire')}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start everything for local use (migrations, Redis, API, worker)")
     api = commands.add_parser("api", help="run one API replica")
@@ -224,13 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    if args.command == "run":
-        return run_local(settings, args.host, args.port)
-    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "run":
+            return run_local(settings, args.host, args.port)
+        configure_logging(settings.log_format, settings.log_level)
+        if args.command == "api":
+            serve_api(settings, args.host, args.port)
+    except ClaimRefused as refused:
+        print(f"taskwire {args.command}: {refused}", file=sys.stderr, flush=True)
+        return 2
     if args.command == "migrate":
         migrate(settings)
-    elif args.command == "api":
-        serve_api(settings, args.host, args.port)
     elif args.command == "worker":
         if args.queues is None:
             if args.concurrency is not None:

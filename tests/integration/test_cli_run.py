@@ -4,6 +4,8 @@ import contextlib
 import re
 import signal
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +108,55 @@ async def test_run_keeps_going_when_its_worker_crashes(local_run: LocalRun) -> N
     local_run.assert_running()
     assert (await _ask(local_run.port, "still there?"))["error"] is None
     assert "the chat worker exited with" in local_run.log_text()
+
+
+# --- a start that fails fast and says why (issue 17) --------------------------------------------
+
+
+def _held_port() -> tuple[socket.socket, int]:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["api", "run"])
+def test_a_taken_port_ends_the_start_within_seconds_naming_the_port(command: str, tmp_path: Path) -> None:
+    holder, port = _held_port()
+    env = child_env(JWT_SECRET="cli-run-test-secret", DATA_DIR=str(tmp_path / "var"))
+    env.pop("REDIS_URL", None)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [*CLI, command, "--port", str(port)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+        )
+    finally:
+        holder.close()
+    took = time.monotonic() - started
+    assert done.returncode == 2, done
+    assert took < 10, f"{took:.1f} s to give up"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, "one line, the cause"
+    assert (
+        lines[0].startswith(f"taskwire {command}: port {port} on 127.0.0.1 is already in use") and "--port" in lines[0]
+    )
+    assert not (tmp_path / "var" / "redis").exists(), "nothing was started"
+
+
+async def test_a_second_run_on_the_same_data_dir_is_refused(local_run: LocalRun, tmp_path: Path) -> None:
+    wait_until(lambda: "Taskwire is running" in local_run.log_text(), timeout_s=90, what="taskwire run to start")
+    env = child_env(JWT_SECRET="cli-run-test-secret")
+    for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [*CLI, "run", "--port", str(free_port())], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done
+    assert "is in use by another `taskwire run` (pid" in done.stderr and str(tmp_path / "var") in done.stderr
+    local_run.assert_running()
+    assert (await _ask(local_run.port, "still mine?"))["error"] is None, "the first one was not disturbed"
+
+
+def test_version() -> None:
+    done = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and re.fullmatch(r"taskwire \d+\.\d+\.\d+\n", done.stdout), done
