@@ -71,12 +71,31 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Human-friendly single lines for local runs, with the context ids appended."""
+    """Human-friendly lines for local runs: the message, then the context ids and `extra=` fields.
+
+    The fields are what makes a line useful ("could not start Chromium" needs its path and error),
+    so text keeps them as JSON does; a traceback follows on the lines after.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        context = " ".join(f"{k}={v}" for k, v in log_context.get().items())
-        return f"{line} {context}" if context else line
+        exc_info, exc_text = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text = exc_info, exc_text
+        fields = {**log_context.get(), **{k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}}
+        if fields:
+            line += " " + " ".join(f"{key}={_field_text(value)}" for key, value in fields.items())
+        if exc_info:
+            line += "\n" + self.formatException(exc_info)
+        return line
+
+
+def _field_text(value: object) -> str:
+    text = str(value)
+    # Quoted (as JSON) when it would not read as one word: spaces, quotes, line breaks.
+    return json.dumps(text, ensure_ascii=False) if not text or any(c in text for c in " \"'\n\t=") else text
 
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:

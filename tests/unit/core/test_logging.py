@@ -1,8 +1,16 @@
 import io
 import json
 import logging
+import sys
 
-from app.core.logging import JsonFormatter, RedactSecretsFilter, bind_log_context, log_context, redact_secrets
+from app.core.logging import (
+    JsonFormatter,
+    RedactSecretsFilter,
+    TextFormatter,
+    bind_log_context,
+    log_context,
+    redact_secrets,
+)
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
@@ -38,3 +46,26 @@ def test_json_lines_carry_context_ids_and_no_token() -> None:
     line = json.loads(stream.getvalue())
     assert line["task_id"] == "t-1" and line["participant_id"] == "p-1" and line["attempt"] == 2
     assert line["level"] == "WARNING" and TOKEN not in stream.getvalue()
+
+
+def test_text_lines_keep_the_extra_fields_then_the_traceback() -> None:
+    # Issue 17: "could not start Chromium" came out with no path and no error in text logs.
+    formatter = TextFormatter("%(levelname)s %(name)s: %(message)s")
+    try:
+        raise FileNotFoundError("no such file")
+    except FileNotFoundError:
+        record = logging.LogRecord("app.sandbox", logging.ERROR, __file__, 1, "could not start Chromium", None, None)
+        record.exc_info = sys.exc_info()
+    record.path = "/usr/bin/chromium"
+    record.error = "Executable doesn't exist at /usr/bin/chromium"
+    token = bind_log_context(task_id="t-1")
+    try:
+        text = formatter.format(record)
+    finally:
+        log_context.reset(token)
+    first, *rest = text.splitlines()
+    assert first == (
+        "ERROR app.sandbox: could not start Chromium task_id=t-1 path=/usr/bin/chromium "
+        'error="Executable doesn\'t exist at /usr/bin/chromium"'
+    )
+    assert rest[0].startswith("Traceback") and "FileNotFoundError: no such file" in rest[-1]
