@@ -28,20 +28,26 @@ export async function call(session, path, options = {}) {
 }
 
 // The badge in words; `data-state` keeps the socket's own state for styles and tests.
-const BADGE_WORDS = { OPEN: "Live", CONNECTING: "Connecting…", CLOSING: "Offline", CLOSED: "Offline" };
+function badgeWords(state, { wasLive }) {
+  if (state === "OPEN") return "Live";
+  if (state === "CONNECTING") return wasLive ? "Reconnecting…" : "Connecting…";
+  return "Offline — your work is saved";
+}
 
 export function connect(session, options = {}) {
   const badge = document.getElementById("ws-state");
   const notice = document.getElementById("ws-notice");
   let constructed = false;
+  let wasLive = false;
   const client = new SharedSocketClient({
     participantId: session.participant_id,
     token: session.access_token,
     onState: (state) => {
       // The client reports CLOSED as it is made, before its first connect: not news for the learner.
       if (!constructed) return;
-      badge.textContent = BADGE_WORDS[state] ?? state;
+      badge.textContent = badgeWords(state, { wasLive });
       badge.dataset.state = state;
+      wasLive ||= state === "OPEN";
     },
     onGiveUp: () => {
       notice.hidden = false;

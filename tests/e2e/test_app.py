@@ -1,6 +1,7 @@
 """The web app in a real browser: chat, exercises, navigation mid-stream, restarts, escaping, drafts."""
 
 import asyncio
+import re
 
 import pytest
 from playwright.async_api import Dialog, Page, Route, expect
@@ -301,7 +302,7 @@ async def test_the_badge_says_connecting_then_live_never_offline_on_load(page: P
     await page.reload()
     await expect(page.locator("#ws-state")).to_have_text("Live")
     seen = await page.evaluate("window.badgeSeen")
-    assert seen[0] == "Connecting…" and "Offline" not in seen, seen
+    assert seen[0] == "Connecting…" and not any(text.startswith("Offline") for text in seen), seen
 
 
 async def test_sign_in_never_leads_to_another_site(page: Page) -> None:
@@ -406,6 +407,9 @@ async def test_a_restarted_replica_is_reconnected_to_and_the_result_shown(page: 
     app_server.stop()
     try:
         await expect(page.locator("#ws-state")).not_to_have_attribute("data-state", "OPEN", timeout=10_000)
+        await expect(page.locator("#ws-state")).to_have_text(
+            re.compile("^(Reconnecting…|Offline — your work is saved)$")
+        )
     finally:
         app_server.start_again()  # same port: the page's own reconnects find it
     await expect(page.locator("#ws-state")).to_have_attribute("data-state", "OPEN", timeout=30_000)
