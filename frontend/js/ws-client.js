@@ -2,6 +2,8 @@
 // user in localStorage), de-duplication by id, dispatch by type, answers to ping, reconnection
 // with backoff 1, 2, 4, 8, 16 s plus jitter. After 5 failed tries it gives up, says so, and
 // polls GET /api/tasks/{id} for the tasks the page waits on, so results still appear.
+// Pages use it through SharedSocketClient (shared-socket.js), which lets one tab's socket serve
+// every tab of the browser.
 
 const BACKOFF_S = [1, 2, 4, 8, 16];
 const POLL_MS = 3000;
