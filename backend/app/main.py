@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from app.auth.endpoints import router as auth_router
 from app.auth.hashing import PasswordHashing
 from app.chat.endpoints import router as chat_router
+from app.core import api_docs
 from app.core.config import Settings, get_settings
 from app.core.handlers import install_error_handlers
 from app.core.logging import configure_logging
@@ -127,7 +128,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.engine.dispose()
             state.db.close()
 
-    app = TaskwireApp(allowed_hosts=settings.allowed_hosts, title="Taskwire", version="0.1.0", lifespan=lifespan)
+    app = TaskwireApp(
+        allowed_hosts=settings.allowed_hosts,
+        title="Taskwire",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=api_docs.OPENAPI_URL,
+        docs_url=None,  # api_docs serves both pages with their assets from this app
+        redoc_url=None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -143,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     for router in (
+        api_docs.router,
         health_router,
         metrics_router,
         auth_router,

@@ -90,7 +90,8 @@ class BodySizeLimitMiddleware:
 
 
 # A page is the learner's own code only inside the sandboxed preview iframe (srcdoc, no network);
-# everything else the app serves comes from this origin.
+# everything else the app serves comes from this origin. `worker-src blob:` is for /redoc's search,
+# which starts its worker from a blob of its own script.
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -99,7 +100,8 @@ _SECURITY_HEADERS = [
         b"content-security-policy",
         b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
         b"img-src 'self' data:; connect-src 'self'; frame-src 'self' about: data:; "
-        b"child-src 'self' about: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        b"child-src 'self' about: data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        b"frame-ancestors 'none'",
     ),
 ]
 
