@@ -93,9 +93,12 @@ def serve_worker(settings: Settings, queues: list[str], concurrency: int | None,
     hostname = f"taskwire-{'-'.join(queues)}-{os.getpid()}@%h"
     argv = ["worker", "--queues", ",".join(queues), "--hostname", hostname, "--loglevel", settings.log_level]
     argv += ["--pool", pool, "--concurrency", str(slots)]
-    # Gossip, mingle and event heartbeats serve worker-to-worker coordination Taskwire does not
-    # use; gossip also failed to restart after a Redis restart, and mingle adds a second to startup.
-    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    # Gossip and mingle serve worker-to-worker coordination Taskwire does not use; gossip also
+    # failed to restart after a Redis restart, and mingle adds a second to startup. Event
+    # heartbeats are how Flower sees a worker: on with CELERY_EVENTS, with the task events.
+    argv += ["--without-gossip", "--without-mingle"]
+    if not settings.celery_events:
+        argv.append("--without-heartbeat")
     app.worker_main(argv)
     return 0
 

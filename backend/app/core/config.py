@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     task_retry_base_delay_s: float = Field(default=1, ge=0)
     task_retry_max_delay_s: float = Field(default=30, ge=0)
     celery_visibility_timeout_s: int = Field(default=1800, gt=0)
+    celery_events: bool = False  # worker heartbeats and task events, for Flower
     # How often kombu scans for unacknowledged messages older than the visibility timeout:
     # every interval × throttle seconds (kombu's defaults: 10 × 10).
     celery_unacked_restore_interval_s: float = Field(default=10, gt=0)

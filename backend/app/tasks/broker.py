@@ -37,7 +37,8 @@ def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events (received, started, succeeded…) cost a publish each: only when Flower watches.
+        worker_send_task_events=settings.celery_events,
         enable_utc=True,
     )
     return app
