@@ -12,6 +12,7 @@
 import { WebSocketClient, compareIds } from "./ws-client.js";
 
 const RESUME_RETRY_MS = 2000; // the server takes one resume per 2 s after three in a row
+const oldest = (a, b) => (compareIds(a, b) <= 0 ? a : b);
 
 export function tabsCanShare() {
   return typeof navigator !== "undefined" && "locks" in navigator && typeof BroadcastChannel === "function";
@@ -59,7 +60,7 @@ export class SharedSocketClient extends WebSocketClient {
     this.role = "leader";
     // Resume where this tab stands; from its own replay's start if it may not have had it.
     const seen = this.lastSeen ?? this.floor;
-    this.resumeFrom = this.askedReplay && seen ? [this.askedReplay, seen].sort(compareIds)[0] : seen;
+    this.resumeFrom = this.askedReplay && seen ? oldest(this.askedReplay, seen) : seen;
     this.askedReplay = undefined;
     this.open();
     return new Promise((resolve) => {
@@ -85,14 +86,11 @@ export class SharedSocketClient extends WebSocketClient {
       return;
     }
     if (frame.type === "hello") {
-      this.failures = 0;
-      this.stopPolling();
-      this.setState("OPEN");
-      if (!this.lastId && frame.data.head_id) localStorage.setItem(this.storageKey, frame.data.head_id);
+      this.opened(frame);
     } else if (frame.type === "error" && ["rate_limited", "resume_in_progress"].includes(frame.data?.code)) {
       this.retryReplay();
-    } else if (frame.id && (!this.lastId || compareIds(frame.id, this.lastId) > 0)) {
-      localStorage.setItem(this.storageKey, frame.id);
+    } else if (frame.id) {
+      this.remember(frame.id);
     }
     this.post({ kind: "frame", frame });
     this.deliver(frame);
@@ -133,7 +131,7 @@ export class SharedSocketClient extends WebSocketClient {
 
   // Leader: replay older envelopes a follower asked for, on the one socket; one at a time.
   replayFor(from) {
-    this.pendingReplay = this.pendingReplay ? [this.pendingReplay, from].sort(compareIds)[0] : from;
+    this.pendingReplay = this.pendingReplay ? oldest(this.pendingReplay, from) : from;
     if (this.state === "OPEN") this.sendReplay();
   }
 

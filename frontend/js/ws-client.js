@@ -89,20 +89,30 @@ export class WebSocketClient {
       return;
     }
     if (frame.type === "hello") {
-      this.failures = 0;
-      this.stopPolling();
-      this.setState("OPEN");
-      // No last_id yet: start from the newest message so the next connection resumes from here.
-      if (!this.lastId && frame.data.head_id) localStorage.setItem(this.storageKey, frame.data.head_id);
+      this.opened(frame);
       this.dispatch(frame); // pages re-read their tasks over HTTP when data.recovered is false
       return;
     }
     if (frame.id) {
       if (this.seen.has(frame.id)) return;
       this.seen.add(frame.id);
-      if (!this.lastId || compareIds(frame.id, this.lastId) > 0) localStorage.setItem(this.storageKey, frame.id);
+      this.remember(frame.id);
     }
     this.dispatch(frame);
+  }
+
+  // The server said hello: the link is up again, and there is a point to resume from.
+  opened(hello) {
+    this.failures = 0;
+    this.stopPolling();
+    this.setState("OPEN");
+    // No last_id yet: start from the newest message so the next connection resumes from here.
+    if (!this.lastId && hello.data.head_id) localStorage.setItem(this.storageKey, hello.data.head_id);
+  }
+
+  // Keep `id` as the point the next connection resumes from, if it is the newest yet.
+  remember(id) {
+    if (!this.lastId || compareIds(id, this.lastId) > 0) localStorage.setItem(this.storageKey, id);
   }
 
   dispatch(frame) {
