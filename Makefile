@@ -13,14 +13,19 @@ help: ## list the commands
 
 install: $(STAMP) ## create .venv with Taskwire (editable) and its dev tools; quick when nothing changed
 
+# pip's own lines are the progress of a first install (about two minutes); CI keeps its log short.
+PIP_OUTPUT := $(if $(CI),--quiet,--progress-bar on --no-color)
+
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@test -x $(BIN)/python || { echo "Creating .venv…"; $(PYTHON) -m venv $(VENV); }
+	@echo "Installing Taskwire and its tools into .venv (the first time takes a couple of minutes)…"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install $(PIP_OUTPUT) -e '.[dev]'
 	@touch $(STAMP)
+	@echo "Installed."
 
 run: install ## start everything locally (migrations, embedded Redis, API, worker) on http://127.0.0.1:$(PORT) (PORT=8000)
-	$(BIN)/taskwire run --port $(PORT)
+	@$(BIN)/taskwire run --port $(PORT)
 
 test: install ## run the whole test suite (unit + integration with real Redis, uvicorn and Celery)
 	$(BIN)/pytest

@@ -1,16 +1,21 @@
 """`taskwire run | api | worker | migrate`: the one entry point for local use and production."""
 
 import argparse
+import asyncio
 import contextlib
 import importlib.metadata
+import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -19,14 +24,20 @@ from app.core.config import Settings, get_settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.logging import configure_logging
 from app.core.processes import child_env, spawn, stop
+from app.submissions.chromium import chromium_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_FILE = "taskwire.run.json"
+# How long `taskwire run` waits for the workers' first heartbeats before it prints the URL anyway.
+WORKERS_WAIT_S = 20
 # A worker's warm shutdown lets running answers finish; past this it is killed (they are redelivered).
 WORKER_STOP_TIMEOUT_S = 60
 
 
-def migrate(settings: Settings) -> None:
-    """Bring the database schema to the newest migration."""
+def migrate(settings: Settings, *, quiet: bool = False) -> None:
+    """Bring the database schema to the newest migration (`quiet`: say only what went wrong)."""
+    if quiet:  # before the import: alembic logs its plugins as it loads
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic.config import Config
 
     from alembic import command
@@ -99,6 +110,9 @@ def serve_worker(settings: Settings, queues: list[str], concurrency: int | None,
     argv += ["--without-gossip", "--without-mingle"]
     if not settings.celery_events:
         argv.append("--without-heartbeat")
+    level = logging.getLevelName(settings.log_level.upper())
+    if isinstance(level, int) and level >= logging.WARNING:
+        argv.insert(0, "--quiet")  # `celery --quiet worker`: the banner is an INFO-level screenful
     app.worker_main(argv)
     return 0
 
@@ -149,16 +163,20 @@ def supervise_workers(queues: list[str], pool: str) -> int:
     return 0
 
 
-def run_local(settings: Settings, host: str, port: int) -> int:
+def run_local(settings: Settings, host: str, port: int, *, verbose: bool = False) -> int:
     """Migrate, start Redis if needed, one API replica and one worker; stop them all on Ctrl-C/SIGTERM."""
     configure_logging("text", settings.log_level)
     check_port_free(host, port)
     with hold_data_dir(settings.data_dir):
-        return _run_local(settings, host, port)
+        return _run_local(settings, host, port, verbose=verbose)
 
 
-def _run_local(settings: Settings, host: str, port: int) -> int:
-    migrate(settings)
+def _run_local(settings: Settings, host: str, port: int, *, verbose: bool) -> int:
+    print("Starting Taskwire (database, Redis, API and workers)…", flush=True)
+    missing = chromium_missing(settings.chromium_path)
+    if missing:
+        print(f"Grading will be unavailable: {missing}. The tutor works without it.", flush=True)
+    migrate(settings, quiet=not verbose)
     stopping = False
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -172,9 +190,14 @@ def _run_local(settings: Settings, host: str, port: int) -> int:
         if not redis_url:
             embedded = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", persistent=True))
             redis_url = embedded.url
-            print(f"Started an embedded Redis at {redis_url}", flush=True)
-        log_format = settings.log_format if "log_format" in settings.model_fields_set else "text"
-        env = child_env(REDIS_URL=redis_url, LOG_FORMAT=log_format)
+        probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        stack.enter_context(_run_file(settings.data_dir, redis_url=redis_url, url=f"http://{probe_host}:{port}/"))
+        overrides = {"REDIS_URL": redis_url}
+        if "log_format" not in settings.model_fields_set:
+            overrides["LOG_FORMAT"] = "text"
+        if not verbose and "log_level" not in settings.model_fields_set:
+            overrides["LOG_LEVEL"] = "WARNING"  # a quiet start: warnings and errors only (--verbose: all)
+        env = child_env(**overrides)
         cli = [sys.executable, "-m", "app.cli"]
         children = [
             spawn([*cli, "api", "--host", host, "--port", str(port)], env=env),
@@ -182,27 +205,84 @@ def _run_local(settings: Settings, host: str, port: int) -> int:
         ]
         for child in children:
             stack.callback(stop, child)
-        probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        if not _wait_ready(f"http://{probe_host}:{port}/readyz", children, lambda: stopping):
+        readiness = _wait_ready(f"http://{probe_host}:{port}/readyz", children, lambda: stopping)
+        if readiness is None:
             print("Taskwire did not become ready; see the log above.", file=sys.stderr)
             return 1
-        print(f"\nTaskwire is running: open http://{probe_host}:{port}/  (Ctrl-C stops everything)\n", flush=True)
+        for kind, health in readiness.get("task_kinds", {}).items():
+            if not health.get("available"):
+                print(f"Note: {kind} tasks cannot run: {health.get('reason')}", flush=True)
+        print(f"\nTaskwire is running: open http://{probe_host}:{port}/\nPress Ctrl-C to stop it.\n", flush=True)
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)
         print("Stopping Taskwire…", flush=True)
         return 0 if stopping else 1
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], cancelled: object, timeout_s: float = 60) -> bool:
+@contextlib.contextmanager
+def _run_file(data_dir: Path, **facts: str) -> Iterator[None]:
+    # Where `taskwire status` finds this run's Redis (the embedded one's port changes every run).
+    path = data_dir / RUN_FILE
+    path.write_text(json.dumps({**facts, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _wait_ready(
+    url: str, children: list[subprocess.Popen[bytes]], cancelled: object, timeout_s: float = 60
+) -> dict[str, Any] | None:
+    """/readyz's answer once the API is ready and every task kind has a worker (or has had
+    WORKERS_WAIT_S to find one: a kind may stay unavailable, and says why); None if it never is."""
     deadline = time.monotonic() + timeout_s
+    ready_since: float | None = None
     while time.monotonic() < deadline and not cancelled():  # type: ignore[operator]
         if any(child.poll() is not None for child in children):
-            return False
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return True
+            return None
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = httpx.get(url, timeout=1)
+            if response.status_code == 200:
+                body: dict[str, Any] = response.json()
+                ready_since = ready_since or time.monotonic()
+                kinds = body.get("task_kinds", {}).values()
+                waiting = any(not kind.get("available") and "no worker" in str(kind.get("reason")) for kind in kinds)
+                if not waiting or time.monotonic() - ready_since > WORKERS_WAIT_S:
+                    return body
         time.sleep(0.2)
-    return False
+    return None
+
+
+def status(settings: Settings) -> int:
+    """Print the ops overview (the ops page's figures) from the database and Redis; 1 if they cannot be read."""
+    redis_url = settings.redis_url
+    run_file = settings.data_dir / RUN_FILE
+    if not redis_url and run_file.exists():
+        redis_url = json.loads(run_file.read_text())["redis_url"]
+    if not redis_url:
+        print("taskwire status: REDIS_URL is not set and no `taskwire run` is running here", file=sys.stderr)
+        return 1
+    from app.core.redis import create_async_redis
+    from app.db.session import api_sessionmaker, create_api_engine
+    from app.ops.service import overview
+    from app.ops.terminal import render
+    from app.task_kinds import REGISTRY
+
+    async def read() -> str:
+        engine, client = create_api_engine(settings.database_url), create_async_redis(redis_url)
+        try:
+            async with api_sessionmaker(engine)() as session:
+                return render(await overview(session, client, REGISTRY))
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(read()))
+    except Exception as exc:
+        print(f"taskwire status: could not read the overview: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (run, api):
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
+    run.add_argument("--verbose", action="store_true", help="show every component's INFO log (default: warnings only)")
     worker = commands.add_parser("worker", help="run Celery workers: one process per queue unless --queues names some")
     worker.add_argument(
         "--queues",
@@ -234,12 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         help="threads (default): tasks run concurrently on the process's event loop; prefork: a process per task",
     )
     commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("status", help="print what the system is doing now: queues, workers, replicas, failures")
     args = parser.parse_args(argv)
 
     settings = get_settings()
     try:
         if args.command == "run":
-            return run_local(settings, args.host, args.port)
+            return run_local(settings, args.host, args.port, verbose=args.verbose)
+        if args.command == "status":
+            return status(settings)
         configure_logging(settings.log_format, settings.log_level)
         if args.command == "api":
             serve_api(settings, args.host, args.port)

@@ -1,6 +1,7 @@
 """`taskwire run`: the one-command local start brings up everything, with no Redis given, and cleans up."""
 
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -29,9 +30,9 @@ def _port_open(port: int) -> bool:
 class LocalRun(ManagedProcess):
     """`taskwire run` on a free port, with its data in a temporary folder."""
 
-    def __init__(self, tmp_path: Path):
-        env = child_env(LLM_OFFLINE_DELAY_MS="0", JWT_SECRET="cli-run-test-secret")
-        for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR"):
+    def __init__(self, tmp_path: Path, **overrides: str):
+        env = child_env(LLM_OFFLINE_DELAY_MS="0", JWT_SECRET="cli-run-test-secret", **overrides)
+        for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT"):
             env.pop(name, None)
         self.port = free_port()
         # The defaults, as `make run` uses them: DATA_DIR=var, relative to the working directory.
@@ -66,10 +67,16 @@ async def test_run_starts_embedded_redis_api_and_worker_and_stops_them_all(local
         timeout_s=90,
         what="taskwire run to print its URL",
     )
-    assert f"http://127.0.0.1:{port}/" in local_run.log_text()
-    match = re.search(r"embedded Redis at redis://127\.0\.0\.1:(\d+)/", local_run.log_text())
-    assert match, "with no REDIS_URL, taskwire run should start an embedded Redis"
-    redis_port = int(match.group(1))
+    # A quiet start: no migration chatter or Celery banner, and the last lines say where and how to stop.
+    log = local_run.log_text()
+    assert log.strip().splitlines()[-2:] == [
+        f"Taskwire is running: open http://127.0.0.1:{port}/",
+        "Press Ctrl-C to stop it.",
+    ]
+    assert "alembic" not in log and "[queues]" not in log and "uvicorn" not in log, log
+    run_file = json.loads((local_run.log_path.parent / "var" / "taskwire.run.json").read_text())
+    redis_port = int(run_file["redis_url"].split(":")[2].split("/")[0])
+    assert _port_open(redis_port), "with no REDIS_URL, taskwire run should start an embedded Redis"
 
     result = await _ask(port, "hi from taskwire run")
     assert "hi from taskwire run" in result["data"]["message"]
@@ -82,6 +89,7 @@ async def test_run_starts_embedded_redis_api_and_worker_and_stops_them_all(local
     assert not _port_open(port), "the API should be stopped"
     assert not _port_open(redis_port), "the embedded Redis should be stopped"
     assert (Path(local_run.log_path.parent) / "var" / "taskwire.db").exists(), "migrations ran into DATA_DIR"
+    assert not (Path(local_run.log_path.parent) / "var" / "taskwire.run.json").exists(), "the run file is removed"
 
 
 async def test_run_keeps_going_when_its_worker_crashes(local_run: LocalRun) -> None:
@@ -155,6 +163,38 @@ async def test_a_second_run_on_the_same_data_dir_is_refused(local_run: LocalRun,
     assert "is in use by another `taskwire run` (pid" in done.stderr and str(tmp_path / "var") in done.stderr
     local_run.assert_running()
     assert (await _ask(local_run.port, "still mine?"))["error"] is None, "the first one was not disturbed"
+
+
+def test_without_chromium_the_start_says_grading_is_unavailable_and_status_shows_it(tmp_path: Path) -> None:
+    run = LocalRun(tmp_path, CHROMIUM_PATH="/nonexistent/chromium")
+    try:
+        wait_until(lambda: "Taskwire is running" in run.log_text(), timeout_s=90, what="taskwire run to start")
+        log = run.log_text()
+        assert "Grading will be unavailable: no Chromium at /nonexistent/chromium" in log, log
+        assert "Note: submission tasks cannot run: no Chromium at /nonexistent/chromium" in log, log
+        ready = httpx.get(f"http://127.0.0.1:{run.port}/readyz", timeout=5)
+        assert ready.status_code == 200, "the API still serves: the tutor works, grading waits"
+        kinds = ready.json()["task_kinds"]
+        assert kinds["chat"] == {"available": True, "reason": None}
+        assert kinds["submission"]["available"] is False and "/nonexistent/chromium" in kinds["submission"]["reason"]
+
+        env = child_env(JWT_SECRET="cli-run-test-secret")
+        for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR"):
+            env.pop(name, None)
+        status = subprocess.run([*CLI, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status
+        assert "Workers (2 alive)" in status.stdout and "API replicas (1 alive)" in status.stdout, status.stdout
+        assert "submission   UNAVAILABLE: no Chromium at /nonexistent/chromium" in status.stdout, status.stdout
+    finally:
+        run.stop()
+
+
+def test_status_without_redis_says_why(tmp_path: Path) -> None:
+    env = child_env(JWT_SECRET="cli-run-test-secret")
+    for name in ("REDIS_URL", "DATABASE_URL", "DATA_DIR"):
+        env.pop(name, None)
+    done = subprocess.run([*CLI, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "REDIS_URL is not set and no `taskwire run` is running here" in done.stderr, done
 
 
 def test_version() -> None:
