@@ -30,6 +30,11 @@ from app.exercises.repository import all_exercises
 from app.health.endpoints import router as health_router
 from app.metrics.endpoints import HttpMetricsMiddleware
 from app.metrics.endpoints import router as metrics_router
+from app.metrics.registry import registry as metrics_registry
+from app.ops.broadcaster import OpsBroadcaster
+from app.ops.endpoints import page_router as ops_page_router
+from app.ops.endpoints import router as ops_router
+from app.ops.presence import REPLICAS_KEY, Heartbeat
 from app.realtime.bus import BusListener
 from app.realtime.endpoints import router as realtime_router
 from app.realtime.envelopes import CloseCode
@@ -60,6 +65,30 @@ async def begin_shutdown(app: FastAPI) -> None:
     await state.manager.drain_and_close(
         CloseCode.SERVICE_RESTART, "server restarting", timeout_s=state.settings.shutdown_drain_timeout_s
     )
+
+
+async def _announce(app: FastAPI) -> None:
+    """Keep this replica in the presence registry, from when its bus listener first hears (or 5 s)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await app.state.bus.connected.wait()
+    await Heartbeat(app.state.redis, REPLICAS_KEY, lambda: _describe(app)).run()
+
+
+def _describe(app: FastAPI) -> dict[str, Any]:
+    """This replica's entry in the presence registry: its sockets and its bus listener's health."""
+    state = app.state
+    delivered = metrics_registry.get_sample_value("taskwire_ws_messages_delivered_total") or 0
+    dropped = metrics_registry.get_sample_value("taskwire_ws_messages_dropped_total") or 0
+    return {
+        "sockets": state.manager.connection_count,
+        "users": state.manager.user_count,
+        "bus_connected": state.bus.connected.is_set(),
+        "bus_reconnects": state.bus.reconnects,
+        "delivered": int(delivered),
+        "dropped": int(dropped),
+        "shutting_down": state.shutting_down,
+    }
 
 
 class TaskwireApp(FastAPI):
@@ -112,10 +141,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.redis, history_maxlen=settings.history_maxlen, max_sockets_per_user=settings.ws_max_sockets_per_user
         )
         state.bus = BusListener(state.redis, state.manager, canary_interval_s=settings.bus_canary_interval_s)
+        state.ops = OpsBroadcaster(settings, state.sessions, state.redis, REGISTRY, state.manager, state.publisher)
         state.shutting_down = False
         background = [
             asyncio.create_task(state.bus.run(), name="bus-listener"),
             asyncio.create_task(state.manager.run_heartbeat(settings.ws_ping_interval_s), name="ws-heartbeat"),
+            asyncio.create_task(_announce(app), name="presence"),
+            asyncio.create_task(state.ops.run(), name="ops-push"),
         ]
         try:
             yield
@@ -160,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         submissions_router,
         exercises_router,
         tasks_router,
+        ops_router,
+        ops_page_router,
         realtime_router,
     ):
         app.include_router(router)

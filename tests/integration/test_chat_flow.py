@@ -134,7 +134,12 @@ async def test_metrics_reflect_the_traffic(api: ApiServer, worker: Worker, http:
     assert value("taskwire_ws_messages_delivered_total") >= 3
     assert value("taskwire_bus_lag_seconds_count") >= 3
     assert value("taskwire_bus_connected") == 1
-    assert value('taskwire_tasks{kind="chat",state="SUCCESS"}') >= 1
+    assert value('taskwire_tasks_finished_total{kind="chat",state="SUCCESS"}') >= 1
+    assert value('taskwire_tasks_submitted_total{kind="chat"}') >= 1
+    assert value('taskwire_queue_backlog{queue="chat"}') == 0
+    assert value("taskwire_workers") >= 1
+    assert value('taskwire_kind_available{kind="chat"}') == 1
+    assert value("process_resident_memory_bytes") > 0
     assert value('taskwire_http_request_duration_seconds_count{method="POST",route="/ai/chat2",status="202"}') >= 1
     assert value('taskwire_submit_to_first_message_seconds_count{kind="chat"}') >= 1
     assert value('taskwire_submit_to_result_seconds_count{kind="chat"}') >= 1

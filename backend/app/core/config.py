@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     ws_max_sockets_per_user: int = Field(default=20, gt=0)
 
+    # Usernames (comma-separated) who may open the ops page (/ops, /api/ops/*); everyone else gets 403.
+    admin_usernames: str = ""
+    # How often the ops page's figures are pushed to its WebSocket (only when they changed).
+    ops_push_interval_s: float = Field(default=2, gt=0)
+    # When set, /metrics wants `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open to
+    # whoever reaches the replica (compose's nginx refuses it from outside).
+    metrics_token: str | None = None
+
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 

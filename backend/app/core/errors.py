@@ -27,6 +27,11 @@ class InvalidCredentials(AppError):
     code = "invalid_credentials"
 
 
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(AppError):
     status_code = 404
     code = "not_found"

@@ -5,6 +5,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.ops.service import task_kinds_health
+
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
@@ -17,7 +19,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a dependency is down"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the database and Redis answer, and the bus listener is subscribed."""
+    """Readiness: the database and Redis answer, and the bus listener is subscribed.
+
+    `task_kinds` says, for each kind, whether a live worker can do it now and why not (no
+    worker on its queue; a grader without Chromium). It does not decide readiness: this
+    replica still accepts that work, which waits in its queue.
+    """
     state = request.app.state
     if state.shutting_down:
         return JSONResponse({"status": "shutting_down", "checks": {}}, status_code=503)
@@ -29,12 +36,16 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = True
     except Exception as exc:
         logger.warning("readiness: database check failed", extra={"error": repr(exc)})
+    kinds: dict[str, object] = {}
     try:
         async with asyncio.timeout(2):
             checks["redis"] = bool(await state.redis.ping())
+            health = await task_kinds_health(state.redis, state.registry)
+            kinds = {name: {"available": h.available, "reason": h.reason} for name, h in health.items()}
     except Exception as exc:
         logger.warning("readiness: redis check failed", extra={"error": repr(exc)})
     ready = all(checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+        {"status": "ready" if ready else "not_ready", "checks": checks, "task_kinds": kinds},
+        status_code=200 if ready else 503,
     )

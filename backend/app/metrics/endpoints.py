@@ -1,46 +1,65 @@
+import hmac
 import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.chat.keys import TOKENS_KEY
-from app.metrics import latency
+from app.core.errors import NotAuthenticated, error_responses
+from app.metrics import latency, shared
 from app.metrics import registry as m
-from app.models import Task
-from app.tasks.keys import METRICS_KEY
+from app.ops.presence import WORKERS_KEY, read_alive
+from app.ops.service import kinds_health, queue_depths
 
 router = APIRouter(tags=["health"])
 
 
-def _count_tasks(session: Session) -> list[tuple[str, str, int]]:
-    rows = session.execute(select(Task.kind, Task.state, func.count()).group_by(Task.kind, Task.state))
-    return [(kind, state, int(count)) for kind, state, count in rows]
-
-
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=error_responses(NotAuthenticated))
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: this replica's sockets, bus and HTTP, plus cluster-wide task and LLM figures."""
+    """Prometheus metrics: this replica's process, sockets, bus and HTTP, plus cluster-wide task and queue figures.
+
+    Everything here is a counter, a gauge read from memory or an O(1) Redis read: no query
+    grows with the number of tasks. With METRICS_TOKEN set, it wants that bearer token.
+    """
     state = request.app.state
+    token = state.settings.metrics_token
+    if token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+        raise NotAuthenticated("send Authorization: Bearer <METRICS_TOKEN>")
     m.ws_connections.set(state.manager.connection_count)
-    m.bus_reconnects.set(state.bus.reconnects)
     m.bus_connected.set(1 if state.bus.connected.is_set() else 0)
-    async with state.sessions() as session:
-        for kind, task_state, count in await session.run_sync(_count_tasks):
-            m.tasks_by_state.labels(kind, task_state).set(count)
-    for field, value in (await state.redis.hgetall(TOKENS_KEY)).items():
-        model, _, kind = field.rpartition(":")
-        m.llm_tokens.labels(model, kind.removesuffix("_tokens")).set(int(value))
-    for field, value in (await state.redis.hgetall(METRICS_KEY)).items():
-        if field.startswith("duplicate_deliveries:"):
-            m.duplicate_deliveries.labels(field.partition(":")[2]).set(int(value))
-    shared = CollectorRegistry()
-    shared.register(_Families(await latency.collect(state.redis, state.registry.names)))
-    return Response(generate_latest(m.registry) + generate_latest(shared), media_type=CONTENT_TYPE_LATEST)
+    shared_now = CollectorRegistry()
+    shared_now.register(_Families(await _cluster_families(request)))
+    return Response(generate_latest(m.registry) + generate_latest(shared_now), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _cluster_families(request: Request) -> list[Metric]:
+    state = request.app.state
+    families = [*await shared.collect(state.redis), *await latency.collect(state.redis, state.registry.names)]
+    backlog = GaugeMetricFamily("taskwire_queue_backlog", "Task messages no worker has taken yet", labels=["queue"])
+    age = GaugeMetricFamily(
+        "taskwire_queue_oldest_age_seconds", "How long the oldest waiting message has waited", labels=["queue"]
+    )
+    now = time.time()
+    for depth in await queue_depths(state.redis, state.registry):
+        backlog.add_metric([depth.queue], depth.backlog)
+        waited = now - depth.oldest_enqueued_at if depth.oldest_enqueued_at else 0.0
+        age.add_metric([depth.queue], max(waited, 0.0))
+    workers = await read_alive(state.redis, WORKERS_KEY)
+    alive = GaugeMetricFamily("taskwire_workers", "Worker processes alive (heartbeat within 15 s)")
+    alive.add_metric([], len(workers))
+    available = GaugeMetricFamily(
+        "taskwire_kind_available", "1 while a live worker can do the kind (0: none, or no Chromium)", labels=["kind"]
+    )
+    slots = GaugeMetricFamily("taskwire_worker_slots", "Task slots of live workers able to work", labels=["kind"])
+    running = GaugeMetricFamily("taskwire_worker_running", "Deliveries in live workers now", labels=["kind"])
+    for kind, health in kinds_health(workers, state.registry).items():
+        available.add_metric([kind], 1 if health.available else 0)
+        slots.add_metric([kind], health.slots)
+        running.add_metric([kind], health.running)
+    return [*families, backlog, age, alive, available, slots, running]
 
 
 class _Families:

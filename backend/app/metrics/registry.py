@@ -1,8 +1,19 @@
 """This replica's Prometheus metrics (one registry per process; no FastAPI imports)."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 registry = CollectorRegistry()
+# The process (CPU, memory, open files), the Python runtime and its collector, as every exporter has.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    registry.register(_collector)
 
 ws_connections = Gauge("taskwire_ws_connections", "Open WebSocket connections on this replica", registry=registry)
 ws_delivered = Counter(
@@ -16,7 +27,9 @@ ws_dropped = Counter(
 ws_replayed = Counter(
     "taskwire_ws_messages_replayed_total", "Envelopes sent from history (resume, catch-up)", registry=registry
 )
-bus_reconnects = Gauge("taskwire_bus_reconnects", "Times this replica's bus listener reconnected", registry=registry)
+bus_reconnects = Counter(
+    "taskwire_bus_reconnects_total", "Times this replica's bus listener reconnected", registry=registry
+)
 bus_connected = Gauge("taskwire_bus_connected", "1 while the bus listener hears its canary", registry=registry)
 bus_lag = Histogram(
     "taskwire_bus_lag_seconds",
@@ -37,15 +50,9 @@ submits_shed = Counter(
     ["kind"],
     registry=registry,
 )
-tasks_by_state = Gauge(
-    "taskwire_tasks", "Tasks in the database by kind and state", ["kind", "state"], registry=registry
-)
-llm_tokens = Gauge(
-    "taskwire_llm_tokens", "LLM tokens used by model and kind (all workers)", ["model", "kind"], registry=registry
-)
-duplicate_deliveries = Gauge(
-    "taskwire_duplicate_deliveries",
-    "Redelivered task messages acknowledged without running (all workers)",
-    ["reason"],
+tasks_submitted = Counter(
+    "taskwire_tasks_submitted_total",
+    "Tasks accepted by this replica (a repeated Idempotency-Key is not)",
+    ["kind"],
     registry=registry,
 )

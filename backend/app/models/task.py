@@ -32,6 +32,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_participant_created", "participant_id", "created_at"),
         Index("ix_tasks_state_updated", "state", "updated_at"),
+        Index("ix_tasks_created_at", "created_at"),  # the ops overview's last hour
         UniqueConstraint("participant_id", "idempotency_key", name="uq_tasks_participant_idempotency_key"),
     )
 

@@ -63,6 +63,7 @@ class BusListener:
                 self.connected.clear()
                 subscribed_before = subscribed_before or self.last_canary_heard_at > 0
                 self.reconnects += 1
+                metrics.bus_reconnects.inc()
                 delay = min(backoff, self._max_backoff_s) * (0.5 + random.random() / 2)
                 logger.warning("bus listener lost Redis, retrying", extra={"error": repr(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)

@@ -23,6 +23,7 @@ class EnvelopeType(StrEnum):
     CHAT_RESULT = "chat_result"
     SUBMISSION_PROGRESS = "submission_progress"
     SUBMISSION_RESULT = "submission_result"
+    OPS_OVERVIEW = "ops_overview"  # the ops page's figures, to operators only (app/ops/broadcaster.py)
 
 
 class ControlType(StrEnum):

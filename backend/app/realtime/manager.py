@@ -226,6 +226,11 @@ class ConnectionManager:
         """How many sockets this replica holds."""
         return sum(len(conns) for conns in self._by_participant.values())
 
+    @property
+    def user_count(self) -> int:
+        """How many users hold at least one socket on this replica."""
+        return len(self._by_participant)
+
     def connections(self) -> list[ClientConnection]:
         """A snapshot of every open connection."""
         return [conn for conns in self._by_participant.values() for conn in conns]

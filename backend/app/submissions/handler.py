@@ -25,6 +25,10 @@ class Grader:
             js_heap_mb=settings.sandbox_js_heap_mb,
         )
 
+    def unavailable(self) -> str | None:
+        """Why this process cannot grade right now, or None (its worker's heartbeat says it)."""
+        return self._sandbox.unavailable()
+
     async def __call__(self, job: Job[SubmissionRequest]) -> Outcome:
         """Grade the code, reporting each checkpoint; graded is success, whether or not the code passed."""
         exercise_id = job.input.exercise_id

@@ -21,6 +21,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from app.exercises.schemas import CodeFiles, Exercise
 from app.submissions.checks import NORMALISE_JS
+from app.submissions.chromium import chromium_missing, first_line
 from app.submissions.grading import Grading, PageCrashed, ProgressReporter
 from app.tasks.errors import PermanentError
 
@@ -116,6 +117,11 @@ class SandboxPool:
         self.peak = 0
         self.launches = 0
         self.kills = 0
+        self._launch_error: str | None = None  # why the last launch failed, until one succeeds
+
+    def unavailable(self) -> str | None:
+        """Why grading cannot run here (no Chromium at the path, or its last launch failed), else None."""
+        return chromium_missing(self._chromium_path) or self._launch_error
 
     async def grade(
         self, exercise: Exercise, code: CodeFiles, report: ProgressReporter, *, learner: str = ""
@@ -199,10 +205,12 @@ class SandboxPool:
                     )
                 except PlaywrightError as exc:
                     logger.error("could not start Chromium", extra={"path": self._chromium_path, "error": str(exc)})
+                    self._launch_error = f"Chromium at {self._chromium_path} did not start: {first_line(str(exc))}"
                     raise PermanentError(
                         "sandbox_unavailable", "grading is unavailable right now (no browser could be started)"
                     ) from None
                 self._reference = None
+                self._launch_error = None
                 self.launches += 1
                 logger.info("sandbox browser launched", extra={"launches": self.launches})
             return self._browser

@@ -78,7 +78,9 @@ class HandlerResources:
 class Handler(Protocol[InputT]):
     """A kind's work. Built once per worker process by the factory named in the registry.
 
-    Optionally also `prepare(connection, task_id, participant_id) -> Any` (see the module docstring).
+    Optionally also `prepare(connection, task_id, participant_id) -> Any` (see the module docstring)
+    and `unavailable() -> str | None`: why this process cannot do the kind's work now (no browser),
+    which its worker's heartbeat reports to readiness and the ops page.
     """
 
     async def __call__(self, job: Job[InputT]) -> Outcome:

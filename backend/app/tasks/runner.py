@@ -35,6 +35,7 @@ from app.core.logging import bind_log_context
 from app.db.base import utcnow
 from app.db.threaded import ThreadedDatabase
 from app.metrics import latency
+from app.metrics import shared as shared_metrics
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType, id_ahead, utc_timestamp
 from app.realtime.publisher import AsyncEnvelopePublisher, Outgoing, PublishRefused
@@ -113,6 +114,11 @@ class Handlers:
         handler: Handler[Any] = kind.load_handler_factory()(self._resources)  # type: ignore[assignment]
         return handler
 
+    def unavailable(self, kind: str) -> str | None:
+        """Why the kind's handler cannot work in this process now (its optional `unavailable()`), or None."""
+        check = getattr(self._built.get(kind), "unavailable", None)
+        return check() if check is not None else None
+
     async def aclose(self) -> None:
         """Close every handler built so far."""
         for name, handler in self._built.items():
@@ -146,13 +152,18 @@ class TaskRunner:
         )
         self.handlers = Handlers(HandlerResources(settings, db))
         self._slots = {kind.name: asyncio.Semaphore(kind.limits(settings).concurrency) for kind in registry}
+        self.running = dict.fromkeys(registry.names, 0)  # deliveries in this process now, by kind
 
     async def run(self, kind_name: str, task_id: uuid.UUID) -> None:
         """Run one delivery of a task (a duplicate or finished one is acknowledged and skipped)."""
         kind = self.registry[kind_name]
         bind_log_context(task_id=str(task_id))
-        async with self._slots[kind.name]:
-            await self._run(kind, task_id)
+        self.running[kind.name] += 1
+        try:
+            async with self._slots[kind.name]:
+                await self._run(kind, task_id)
+        finally:
+            self.running[kind.name] -= 1
 
     async def _run(self, kind: TaskKindSpec, task_id: uuid.UUID) -> None:
         token = await self.leases.take(task_id)
@@ -418,6 +429,7 @@ class Execution:
 
         def alongside(pipe: Pipeline) -> None:
             latency.observe_in(pipe, kind.name, "result", (utcnow() - task.created_at).total_seconds())
+            shared_metrics.count_finished_in(pipe, kind.name, state, error)
             for key, fields in (outcome.tallies if outcome is not None else {}).items():
                 for name, amount in fields.items():
                     pipe.hincrby(key, name, amount)

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import Conflict, NotFound
 from app.db.base import utcnow
 from app.db.threaded import ThreadedDatabase
+from app.metrics import shared as shared_metrics
+from app.metrics.registry import tasks_submitted
 from app.models import TaskState
 from app.realtime.envelopes import EnvelopeType, id_ahead
 from app.realtime.publisher import AsyncEnvelopePublisher
@@ -103,6 +105,7 @@ async def accept(
         task_id, created = await db.write(write)
     if not created:
         return task_id
+    tasks_submitted.labels(kind=kind).inc()
     try:
         await dispatcher.enqueue(kind, task_id)
     except Exception as exc:
@@ -144,12 +147,19 @@ async def cancel(
     publisher: AsyncEnvelopePublisher,
     dispatcher: TaskDispatcher,
     task_id: uuid.UUID,
-    participant_id: uuid.UUID,
+    participant_id: uuid.UUID | None,
 ) -> TaskStatus:
-    """Cancel a queued or running task: CANCELLED once, one `task_status` envelope, nothing after it."""
-    task = await session.run_sync(repository.get_owned, task_id, participant_id)
+    """Cancel a queued or running task: CANCELLED once, one `task_status` envelope, nothing after it.
+
+    `participant_id` is the owner the caller must be; None (an operator) cancels anyone's task.
+    """
+    if participant_id is None:
+        task = await session.run_sync(repository.get, task_id)
+    else:
+        task = await session.run_sync(repository.get_owned, task_id, participant_id)
     if task is None:
         raise _not_found()
+    owner, kind = task.participant_id, task.kind
     if TaskState(task.state).is_terminal:
         raise Conflict(f"the task already ended ({task.state})", code="task_finished")
     # The flag first: from now on the running execution's publishes are refused, so nothing
@@ -161,11 +171,12 @@ async def cancel(
     if not cancelled:
         raise Conflict("the task ended before it could be cancelled", code="task_finished")
     published_id = await publisher.publish(
-        str(participant_id),
+        str(owner),
         EnvelopeType.TASK_STATUS,
         str(task_id),
         {"state": TaskState.CANCELLED},
         envelope_id=event_id,
+        also=lambda pipe: shared_metrics.count_finished_in(pipe, kind, TaskState.CANCELLED),
     )
     if published_id != event_id:
         await session.run_sync(repository.set_last_event_id, task_id, published_id)
@@ -174,5 +185,5 @@ async def cancel(
         await dispatcher.revoke(task_id)
     except Exception:
         logger.warning("revoke failed; the worker will skip the cancelled task anyway", exc_info=True)
-    task = await session.run_sync(repository.get_owned, task_id, participant_id)
+    task = await session.run_sync(repository.get, task_id)
     return TaskStatus.of(task, dispatcher.registry)

@@ -22,6 +22,7 @@ from app.core.config import Settings
 from app.core.redis import create_async_redis
 from app.db.session import create_sync_engine
 from app.db.threaded import ThreadedDatabase
+from app.ops.presence import WORKERS_KEY, Heartbeat
 from app.tasks.registry import TaskKindSpec, TaskRegistry
 from app.tasks.runner import TaskRunner
 from app.worker.watchdog import LoopWatchdog
@@ -67,6 +68,23 @@ class WorkerRuntime:
         # process: out of the collector's sight, a full collection under hundreds of streams
         # pauses every task for less (74 ms measured before, with all of it scanned each time).
         gc.freeze()
+        self.heartbeat = Heartbeat(self.redis, WORKERS_KEY, lambda: self._describe(settings, kinds))
+        self._beating = self.call(_start(self.heartbeat.run()))
+
+    def _describe(self, settings: Settings, kinds: list[TaskKindSpec]) -> dict[str, Any]:
+        # What the ops page and readiness need: which kinds this process serves, how busy it is
+        # with each, and whether it can do them at all (a grader without Chromium cannot).
+        return {
+            "queues": list(dict.fromkeys(kind.queue for kind in kinds)),
+            "kinds": {
+                kind.name: {
+                    "slots": kind.limits(settings).concurrency,
+                    "running": self.runner.running[kind.name],
+                    "unavailable": self.runner.handlers.unavailable(kind.name),
+                }
+                for kind in kinds
+            },
+        }
 
     def _run_loop(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
@@ -84,6 +102,7 @@ class WorkerRuntime:
     def close(self) -> None:
         """Close the handlers' clients, Redis and the database, then stop the loop."""
         try:
+            self.call(_cancel(self._beating))  # its clean-up removes this process from the registry
             self.call(self.runner.handlers.aclose())
             self.call(self.redis.aclose())
         except Exception:
@@ -92,6 +111,15 @@ class WorkerRuntime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.db.close()
+
+
+async def _start(coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
+    return asyncio.create_task(coro)
+
+
+async def _cancel(task: "asyncio.Task[None]") -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 _runtime: WorkerRuntime | None = None
