@@ -15,6 +15,7 @@ from tests.support.stack import ApiServer, Worker
 # can take longer than Playwright's default 5 s to show a result.
 expect.set_options(timeout=15_000)
 
+OPERATOR = "e2e-operator"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -24,7 +25,13 @@ def e2e_env(
 ) -> dict[str, str]:
     env = with_own_database(stack_env, tmp_path_factory.mktemp("e2e-db"))
     # Slow enough to watch an answer stream in (about 3 s).
-    return {**env, "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/4", "LLM_OFFLINE_DELAY_MS": "40"}
+    return {
+        **env,
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/4",
+        "LLM_OFFLINE_DELAY_MS": "40",
+        "ADMIN_USERNAMES": OPERATOR,  # test_ops_page.py signs in as this operator
+        "OPS_PUSH_INTERVAL_S": "0.5",
+    }
 
 
 @pytest.fixture(scope="session")

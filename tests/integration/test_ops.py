@@ -1,5 +1,6 @@
 """The ops overview (issue 17): operators see live figures that move as tasks run; no one else does."""
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -194,6 +195,17 @@ async def test_metrics_want_the_token_and_carry_counters_and_cluster_gauges(http
     assert 'taskwire_kind_available{kind="submission"} 0.0' in text
     assert 'taskwire_kind_available{kind="chat"} 1.0' in text
     assert 'taskwire_tasks_failed_total{code="sandbox_unavailable",kind="submission"}' in text
+
+    # Every metric the Grafana dashboard and the alert rules use is one this service serves.
+    served = set()
+    for name, kind in types.items():
+        served |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"} if kind == "histogram" else {name}
+    docker = Path(__file__).resolve().parents[2] / "docker"
+    used = set(
+        re.findall(r"\b(?:taskwire|process)_[a-z_]+", (docker / "grafana" / "dashboards" / "taskwire.json").read_text())
+    )
+    used |= set(re.findall(r"\btaskwire_[a-z_]+", (docker / "alerts.yml").read_text()))
+    assert used - served == set(), "the dashboard or the alerts name a metric /metrics does not serve"
 
 
 async def test_a_stopped_worker_leaves_the_overview_at_once(

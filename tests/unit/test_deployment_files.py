@@ -1,5 +1,6 @@
 """The production files stay consistent: compose services, health checks, nginx WebSocket proxying."""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,13 @@ DOCKER = Path(__file__).resolve().parents[2] / "docker"
 def test_compose_describes_the_production_shape() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "api", "worker-chat", "worker-grading", "nginx"}
+    core = {name: service for name, service in services.items() if "profiles" not in service}
+    assert set(core) == {"redis", "postgres", "migrate", "api", "worker-chat", "worker-grading", "nginx"}
+    ops = {name: service for name, service in services.items() if service.get("profiles") == ["ops"]}
+    assert set(ops) == {"flower", "prometheus", "grafana"}, "the optional operator tools, in one profile"
+    for service in ops.values():
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), "operator tools stay on loopback"
+    assert "CELERY_EVENTS" in compose["x-taskwire"]["environment"], "Flower sees workers only with events on"
     for name, service in services.items():
         if name != "migrate":
             assert "healthcheck" in service, f"{name} needs a health check"
@@ -48,6 +55,30 @@ def test_nginx_upgrades_websockets_with_long_timeouts() -> None:
     # client name its own address to the rate limits.
     assert "$proxy_add_x_forwarded_for" not in conf
     assert conf.count("proxy_set_header X-Forwarded-For $remote_addr;") == 2
+    assert "location = /metrics {\n        return 403;" in conf, "metrics are not public"
+
+
+def test_prometheus_scrapes_every_replica_and_grafana_gets_the_dashboard() -> None:
+    prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["dns_sd_configs"][0] == {
+        "names": ["api"],
+        "type": "A",
+        "port": 8000,
+        "refresh_interval": "15s",
+    }
+    compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts and prometheus["rule_files"] == [
+        "/etc/prometheus/alerts.yml"
+    ]
+    rules = yaml.safe_load((DOCKER / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert all(rule["annotations"]["summary"] for rule in rules)
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "taskwire.json").read_text())
+    assert dashboard["uid"] == "taskwire" and len(dashboard["panels"]) >= 10
+    provider = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "dashboards" / "taskwire.yml").read_text())
+    grafana_mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in grafana_mounts
 
 
 def _compose_command() -> list[str] | None:
