@@ -28,9 +28,10 @@ from app.db.threaded import ThreadedDatabase
 from app.exercises.endpoints import router as exercises_router
 from app.exercises.repository import all_exercises
 from app.health.endpoints import router as health_router
+from app.metrics import registry as metrics
 from app.metrics.endpoints import HttpMetricsMiddleware
 from app.metrics.endpoints import router as metrics_router
-from app.metrics.registry import registry as metrics_registry
+from app.metrics.registry import total_of
 from app.ops.broadcaster import OpsBroadcaster
 from app.ops.endpoints import page_router as ops_page_router
 from app.ops.endpoints import router as ops_router
@@ -78,15 +79,13 @@ async def _announce(app: FastAPI) -> None:
 def _describe(app: FastAPI) -> dict[str, Any]:
     """This replica's entry in the presence registry: its sockets and its bus listener's health."""
     state = app.state
-    delivered = metrics_registry.get_sample_value("taskwire_ws_messages_delivered_total") or 0
-    dropped = metrics_registry.get_sample_value("taskwire_ws_messages_dropped_total") or 0
     return {
         "sockets": state.manager.connection_count,
         "users": state.manager.user_count,
         "bus_connected": state.bus.connected.is_set(),
         "bus_reconnects": state.bus.reconnects,
-        "delivered": int(delivered),
-        "dropped": int(dropped),
+        "delivered": total_of(metrics.ws_delivered),
+        "dropped": total_of(metrics.ws_dropped),
         "shutting_down": state.shutting_down,
     }
 

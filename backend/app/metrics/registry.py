@@ -11,6 +11,15 @@ from prometheus_client import (
 )
 
 registry = CollectorRegistry()
+
+
+def total_of(counter: Counter) -> int:
+    """An unlabelled counter's value, read from that counter alone (the registry's
+    get_sample_value would collect everything, the process collector's /proc reads included)."""
+    (family,) = counter.collect()
+    return int(next(s.value for s in family.samples if s.name.endswith("_total")))
+
+
 # The process (CPU, memory, open files), the Python runtime and its collector, as every exporter has.
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     registry.register(_collector)

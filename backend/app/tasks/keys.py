@@ -10,7 +10,8 @@ import uuid
 # Redis, so whatever the broker loses (a restart without persistence) this loses too: a
 # QUEUED task missing from it is one no worker will ever receive, and is dispatched again.
 DISPATCHED_KEY = "taskwire:dispatched"
-# Counters every worker adds to (duplicate deliveries, by reason), read by /metrics.
+# Counters every worker adds to (tasks finished by state, failures by code, duplicate
+# deliveries by reason), read by /metrics (app/metrics/shared.py).
 METRICS_KEY = "taskwire:metrics"
 RECONCILER_LOCK_KEY = "taskwire:reconciler:lock"
 
