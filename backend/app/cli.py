@@ -246,7 +246,7 @@ def _wait_ready(
                 body: dict[str, Any] = response.json()
                 ready_since = ready_since or time.monotonic()
                 kinds = body.get("task_kinds", {}).values()
-                waiting = any(not kind.get("available") and "no worker" in str(kind.get("reason")) for kind in kinds)
+                waiting = any(kind.get("workers") == 0 for kind in kinds)
                 if not waiting or time.monotonic() - ready_since > WORKERS_WAIT_S:
                     return body
         time.sleep(0.2)

@@ -175,7 +175,7 @@ def test_without_chromium_the_start_says_grading_is_unavailable_and_status_shows
         ready = httpx.get(f"http://127.0.0.1:{run.port}/readyz", timeout=5)
         assert ready.status_code == 200, "the API still serves: the tutor works, grading waits"
         kinds = ready.json()["task_kinds"]
-        assert kinds["chat"] == {"available": True, "reason": None}
+        assert kinds["chat"] == {"available": True, "reason": None, "workers": 1}
         assert kinds["submission"]["available"] is False and "/nonexistent/chromium" in kinds["submission"]["reason"]
 
         env = child_env(JWT_SECRET="cli-run-test-secret")

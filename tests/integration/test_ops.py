@@ -102,7 +102,7 @@ async def test_readiness_says_grading_is_unavailable_and_why(http: httpx.AsyncCl
     ready = await http.get("/readyz")
     assert ready.status_code == 200, "the API still serves; grading waits in its queue"
     kinds = ready.json()["task_kinds"]
-    assert kinds["chat"] == {"available": True, "reason": None}
+    assert kinds["chat"] == {"available": True, "reason": None, "workers": 1}
     assert kinds["submission"]["available"] is False
     assert (
         kinds["submission"]["reason"] == "no Chromium at /nonexistent/chromium (install chromium, or set CHROMIUM_PATH)"

@@ -41,7 +41,9 @@ async def readyz(request: Request) -> JSONResponse:
         async with asyncio.timeout(2):
             checks["redis"] = bool(await state.redis.ping())
             health = await task_kinds_health(state.redis, state.registry)
-            kinds = {name: {"available": h.available, "reason": h.reason} for name, h in health.items()}
+            kinds = {
+                name: {"available": h.available, "reason": h.reason, "workers": h.workers} for name, h in health.items()
+            }
     except Exception as exc:
         logger.warning("readiness: redis check failed", extra={"error": repr(exc)})
     ready = all(checks.values())
