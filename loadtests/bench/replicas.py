@@ -1,9 +1,9 @@
 """How the API side grows with replicas: 1, 2 and 3 `taskwire api` processes, no worker.
 
 For each size: closed-loop submit throughput with requests spread over the replicas, and
-fan-out to 1,000 sockets spread over them at a fixed rate. Every replica receives every
-envelope from its pattern subscription and drops those for users it holds no socket for, so
-this also shows what that costs. Redis connections are counted for the whole set.
+fan-out to 1,000 sockets spread over them at a fixed rate. Each replica subscribes only to the
+users it holds sockets for (until issue 18, every replica received every envelope from a
+pattern subscription). Redis connections are counted for the whole set.
 """
 
 from typing import Any

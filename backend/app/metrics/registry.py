@@ -40,6 +40,11 @@ bus_reconnects = Counter(
     "taskwire_bus_reconnects_total", "Times this replica's bus listener reconnected", registry=registry
 )
 bus_connected = Gauge("taskwire_bus_connected", "1 while the bus listener hears its canary", registry=registry)
+bus_received = Counter(
+    "taskwire_bus_messages_received_total",
+    "Pub/sub messages this replica's listener received (its users' envelopes and its canary)",
+    registry=registry,
+)
 bus_lag = Histogram(
     "taskwire_bus_lag_seconds",
     "From an envelope's publication to its dispatch on this replica",

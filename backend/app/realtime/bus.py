@@ -1,4 +1,4 @@
-"""The one Redis pub/sub listener per API replica: `PSUBSCRIBE ws:user:*` → ConnectionManager."""
+"""The one Redis pub/sub listener per API replica: the channels of the users it holds → ConnectionManager."""
 
 import asyncio
 import json
@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 
 from app.metrics import registry as metrics
-from app.realtime.envelopes import USER_CHANNEL_PATTERN, is_stream_id, participant_from_channel, user_channel
+from app.realtime.envelopes import is_stream_id, participant_from_channel, user_channel
 from app.realtime.manager import ConnectionManager
+
+# Channels per SUBSCRIBE / UNSUBSCRIBE command: a reconnect re-subscribes every user held in a
+# few commands, none of them large enough to stall Redis.
+SUBSCRIBE_BATCH = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +26,12 @@ class DeafListener(Exception):
 
 
 class BusListener:
-    """Receives every user's live envelopes and hands them to the local manager; survives Redis blips.
+    """Receives the live envelopes of the users this replica holds and hands them to the local
+    manager; survives Redis blips.
 
-    A canary message is published on a channel the pattern matches every `canary_interval_s`
+    It subscribes to a user's channel while the user has a socket here (the manager's
+    `Subscriptions` say which), in batches, so a replica hears only its own users' envelopes.
+    A canary message is published on the listener's own channel every `canary_interval_s`
     through the shared pool (another connection): if the listener stops hearing it, the
     subscription is deaf and is rebuilt. After every re-subscription, sockets catch up from
     history on what they may have missed.
@@ -61,6 +68,7 @@ class BusListener:
                 if self.connected.is_set():
                     backoff = 0.1  # it was healthy until now: retry quickly first
                 self.connected.clear()
+                self._manager.subscriptions.reset()
                 subscribed_before = subscribed_before or self.last_canary_heard_at > 0
                 self.reconnects += 1
                 metrics.bus_reconnects.inc()
@@ -70,47 +78,78 @@ class BusListener:
                 backoff = min(backoff * 2, self._max_backoff_s)
 
     async def _listen_once(self, *, after_outage: bool) -> None:
-        async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.psubscribe(USER_CHANNEL_PATTERN)
-            await self._wait_for_canary(pubsub)
-            self.connected.set()
-            logger.info("bus listener subscribed", extra={"pattern": USER_CHANNEL_PATTERN})
-            if after_outage:
-                # Hold every socket now, before any new live message is dispatched, so the
-                # history read that follows cannot miss one.
-                held = self._manager.hold_all()
-                self._catch_up = asyncio.create_task(self._manager.catch_up(held), name="bus-catch-up")
-            next_canary = time.monotonic() + self._canary_interval_s
-            while True:
-                message = await pubsub.get_message(timeout=min(1.0, self._canary_interval_s))
-                if message is not None:
-                    self.dispatch(message.get("channel"), message.get("data"))
-                now = time.monotonic()
-                if now >= next_canary:
-                    if now - self.last_canary_heard_at > 3 * self._canary_interval_s:
-                        raise DeafListener("no canary heard for three intervals")
-                    await self._client.publish(self._canary_channel, "canary")
-                    next_canary = now + self._canary_interval_s
+        subscriptions = self._manager.subscriptions
+        async with self._client.pubsub() as pubsub:
+            await pubsub.subscribe(self._canary_channel)
+            subscriptions.reset()  # a new connection: every user held is subscribed again
+            subscriptions.listening = True
+            sender = asyncio.create_task(self._send_subscriptions(pubsub), name="bus-subscriptions")
+            try:
+                await self._wait_for_canary(pubsub, sender)
+                self.connected.set()
+                logger.info("bus listener subscribed", extra={"users": len(subscriptions.wanted)})
+                if after_outage:
+                    # Hold every socket now, before any new live message is dispatched, so the
+                    # history read that follows cannot miss one.
+                    held = self._manager.hold_all()
+                    self._catch_up = asyncio.create_task(self._manager.catch_up(held), name="bus-catch-up")
+                next_canary = time.monotonic() + self._canary_interval_s
+                while True:
+                    await self._receive(pubsub, sender, timeout_s=min(1.0, self._canary_interval_s))
+                    now = time.monotonic()
+                    if now >= next_canary:
+                        if now - self.last_canary_heard_at > 3 * self._canary_interval_s:
+                            raise DeafListener("no canary heard for three intervals")
+                        await self._client.publish(self._canary_channel, "canary")
+                        next_canary = now + self._canary_interval_s
+            finally:
+                await _stop(sender)
 
-    async def _wait_for_canary(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _send_subscriptions(self, pubsub: aioredis.client.PubSub) -> None:
+        # Sockets that open in one turn of the loop share a command; so do those that open
+        # while the previous command is being written.
+        subscriptions = self._manager.subscriptions
+        while True:
+            await subscriptions.changed.wait()
+            await asyncio.sleep(0)
+            subscribe, unsubscribe = subscriptions.to_send()
+            for start in range(0, len(subscribe), SUBSCRIBE_BATCH):
+                await pubsub.subscribe(*map(user_channel, subscribe[start : start + SUBSCRIBE_BATCH]))
+            for start in range(0, len(unsubscribe), SUBSCRIBE_BATCH):
+                await pubsub.unsubscribe(*map(user_channel, unsubscribe[start : start + SUBSCRIBE_BATCH]))
+
+    async def _receive(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]", *, timeout_s: float) -> None:
+        """Handle the next message, if one comes within the timeout."""
+        if sender.done():
+            sender.result()  # the subscription commands failed: raise it, so the listener reconnects
+        message = await pubsub.get_message(timeout=timeout_s)
+        if message is None:
+            return
+        kind, channel = message.get("type"), message.get("channel")
+        if kind == "message":
+            self.dispatch(channel, message.get("data"))
+        elif kind == "subscribe" and isinstance(channel, str) and channel != self._canary_channel:
+            participant_id = participant_from_channel(channel)
+            if participant_id is not None:
+                self._manager.subscriptions.confirmed(participant_id)
+
+    async def _wait_for_canary(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]") -> None:
         # Ready means messages really flow: publish a canary and hear it before saying so.
+        sent_at = time.monotonic()
         await self._client.publish(self._canary_channel, "canary")
         async with asyncio.timeout(3 * self._canary_interval_s):
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    self.dispatch(message.get("channel"), message.get("data"))
-                    if message.get("channel") == self._canary_channel:
-                        return
+            while self.last_canary_heard_at < sent_at:
+                await self._receive(pubsub, sender, timeout_s=1.0)
 
     def dispatch(self, channel: object, data: object) -> None:
         """Route one pub/sub message; a malformed one is logged and skipped, never raised."""
+        metrics.bus_received.inc()
         if channel == self._canary_channel:
             self.last_canary_heard_at = time.monotonic()
             return
         participant_id = participant_from_channel(channel) if isinstance(channel, str) else None
         if participant_id is not None and not self._manager.holds(participant_id):
-            return  # every replica hears every envelope; most are for sockets held elsewhere
+            return  # the user's last socket here just closed; the unsubscribe is on its way
         envelope_id = None
         if participant_id is not None and isinstance(data, str):
             try:
@@ -125,6 +164,16 @@ class BusListener:
                 logger.warning("bus skipped a malformed message", extra={"channel": str(channel)[:200]})
             return
         self._manager.deliver(participant_id, str(envelope_id), str(data))
+
+
+async def _stop(task: "asyncio.Task[None]") -> None:
+    # Cancelled in the middle of a reconnect, redis-py can swallow the cancellation and the
+    # task carries on (seen: back to waiting for work, for ever): ask until it has ended.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("subscription sender ended with an error", exc_info=task.exception())
 
 
 def _observe_lag(timestamp: object) -> None:

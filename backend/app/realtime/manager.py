@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from app.metrics import registry as metrics
 from app.realtime import history
 from app.realtime.envelopes import CloseCode, ControlType, control_frame, stream_id_key
+from app.realtime.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
 # each resume reads history from Redis and may queue all of it.
 RESUME_BURST = 3
 RESUME_REFILL_S = 2.0
+# How long a new socket waits for its user's subscription before reading history anyway (it is
+# then caught up when the subscription lands).
+SUBSCRIBE_WAIT_S = 2.0
 
 
 class _TokenBucket:
@@ -215,11 +219,23 @@ class ClientConnection:
 class ConnectionManager:
     """Maps participant ids to this replica's open connections and hands envelopes to them."""
 
-    def __init__(self, redis: aioredis.Redis, *, history_maxlen: int, max_sockets_per_user: int = 20):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        history_maxlen: int,
+        max_sockets_per_user: int = 20,
+        subscriptions: Subscriptions | None = None,
+        subscribe_wait_s: float = SUBSCRIBE_WAIT_S,
+    ):
         self._redis = redis
         self._history_maxlen = history_maxlen
         self._max_sockets_per_user = max_sockets_per_user
         self._by_participant: dict[str, set[ClientConnection]] = defaultdict(set)
+        self.subscriptions = subscriptions or Subscriptions()
+        self.subscriptions.on_late_confirmed = self._catch_up_participant
+        self._subscribe_wait_s = subscribe_wait_s
+        self._catching_up: set[asyncio.Task[None]] = set()
 
     @property
     def connection_count(self) -> int:
@@ -240,6 +256,8 @@ class ConnectionManager:
 
         Past WS_MAX_SOCKETS_PER_USER on this replica, the user's oldest socket is closed (4429).
         """
+        if connection.participant_id not in self._by_participant:
+            self.subscriptions.want(connection.participant_id)
         conns = self._by_participant[connection.participant_id]
         open_ones = [c for c in conns if c.close_code is None]
         if len(open_ones) >= self._max_sockets_per_user:
@@ -254,6 +272,7 @@ class ConnectionManager:
             conns.discard(connection)
             if not conns:
                 del self._by_participant[connection.participant_id]
+                self.subscriptions.drop(connection.participant_id)
 
     def holds(self, participant_id: str) -> bool:
         """Whether this replica has any socket of the participant."""
@@ -271,18 +290,28 @@ class ConnectionManager:
         return reached
 
     async def open(self, connection: ClientConnection, last_id: str | None) -> None:
-        """Register a new connection and send `hello`, then history after `last_id`, then the live stream."""
+        """Register a new connection and send `hello`, then history after `last_id`, then the live stream.
+
+        History is read once the user's channel is subscribed here: anything published before
+        that is in what is read, anything after comes live (and duplicates are dropped).
+        """
         self.register(connection)
+        subscribed = await self.subscriptions.ready(connection.participant_id, timeout_s=self._subscribe_wait_s)
         if last_id is None:
             # Live only: whatever arrives from now on, nothing older.
             head = await history.head_id(self._redis, connection.participant_id)
             replay = history.Replay(head_id=head)
         else:
             replay = await self._history_after(connection, last_id)
-        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
         if last_id is None:
+            # Before the release: live envelopes held while the head was read, at or below it,
+            # are not owed to a live-only socket.
             connection.not_owed_before(replay.head_id)
+        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
         connection.start()
+        if not subscribed and self.subscriptions.is_confirmed(connection.participant_id):
+            # It landed while history was read: the user's late catch-up skipped this socket.
+            self._catch_up_later([connection])
 
     async def resume(self, connection: ClientConnection, last_id: str) -> None:
         """Replay history after `last_id` on an open connection (a client `resume` frame)."""
@@ -293,6 +322,19 @@ class ConnectionManager:
             connection.release([], [], floor_id=None)
             raise
         connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+
+    def _catch_up_participant(self, participant_id: str) -> None:
+        # The user's subscription landed after their sockets read history: send them what
+        # was published in between (the watermark drops anything they already have).
+        # Sockets still opening are left to open(), which checks again after its own read.
+        self._catch_up_later([c for c in self._by_participant.get(participant_id, ()) if c.greeted])
+
+    def _catch_up_later(self, connections: list[ClientConnection]) -> None:
+        for connection in connections:
+            connection.hold()
+        task = asyncio.get_running_loop().create_task(self.catch_up(connections))
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
 
     def hold_all(self) -> list[ClientConnection]:
         """Hold live envelopes on every socket (before a catch-up); returns the held connections."""

@@ -249,7 +249,10 @@ class _FakePubSub:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    async def psubscribe(self, *_: str) -> None:
+    async def subscribe(self, *_: str) -> None:
+        return None
+
+    async def unsubscribe(self, *_: str) -> None:
         return None
 
     async def get_message(self, timeout: float) -> dict[str, str] | None:
@@ -273,7 +276,7 @@ class _FakeRedis:
     async def publish(self, channel: str, message: str) -> int:
         self.published += 1
         if self.published <= self.audible:
-            self.inbox.append({"channel": channel, "data": message})
+            self.inbox.append({"type": "message", "channel": channel, "data": message})
         return 1
 
 

@@ -1,0 +1,84 @@
+"""The subscription bookkeeping: batched diffs, confirmations in order, waiting and lateness."""
+
+import asyncio
+
+from app.realtime.subscriptions import Subscriptions
+
+
+def test_wants_and_drops_become_one_batch_of_each() -> None:
+    subs = Subscriptions()
+    for user in ("a", "b", "c"):
+        subs.want(user)
+    assert subs.changed.is_set()
+    assert subs.to_send() == (["a", "b", "c"], [])
+    assert not subs.changed.is_set()
+    subs.drop("b")
+    subs.want("d")
+    assert subs.to_send() == (["d"], ["b"])
+    assert subs.to_send() == ([], [])
+
+
+def test_a_user_who_leaves_and_returns_before_the_batch_costs_nothing() -> None:
+    subs = Subscriptions()
+    subs.want("a")
+    subs.to_send()
+    subs.confirmed("a")
+    subs.drop("a")
+    subs.want("a")
+    assert subs.to_send() == ([], []), "still subscribed: no UNSUBSCRIBE then SUBSCRIBE"
+    assert subs.is_confirmed("a")
+
+
+def test_an_older_confirmation_does_not_count_for_a_later_subscribe() -> None:
+    # SUBSCRIBE a, UNSUBSCRIBE a, SUBSCRIBE a: the first reply comes before Redis has applied
+    # the second SUBSCRIBE, so only the last reply may confirm it.
+    subs = Subscriptions()
+    subs.want("a")
+    subs.to_send()
+    subs.drop("a")
+    subs.to_send()
+    subs.want("a")
+    assert subs.to_send() == (["a"], [])
+    subs.confirmed("a")
+    assert not subs.is_confirmed("a")
+    subs.confirmed("a")
+    assert subs.is_confirmed("a")
+
+
+async def test_ready_waits_for_the_confirmation() -> None:
+    subs = Subscriptions()
+    subs.listening = True
+    subs.want("a")
+    subs.to_send()
+    waiting = asyncio.create_task(subs.ready("a", timeout_s=5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    subs.confirmed("a")
+    assert await waiting is True
+    assert await subs.ready("a", timeout_s=0) is True
+
+
+async def test_a_late_user_is_caught_up_when_the_confirmation_lands() -> None:
+    subs = Subscriptions()
+    caught_up: list[str] = []
+    subs.on_late_confirmed = caught_up.append
+    subs.want("a")
+    assert await subs.ready("a", timeout_s=5) is False, "not listening: no wait at all"
+    subs.listening = True
+    subs.want("b")
+    assert await subs.ready("b", timeout_s=0.01) is False
+    subs.to_send()
+    subs.confirmed("a")
+    subs.confirmed("b")
+    assert caught_up == ["a", "b"]
+
+
+def test_after_a_reset_everything_wanted_is_sent_again() -> None:
+    subs = Subscriptions()
+    subs.want("a")
+    subs.want("b")
+    subs.to_send()
+    subs.confirmed("a")
+    subs.reset()
+    assert not subs.is_confirmed("a") and not subs.listening
+    assert subs.to_send() == (["a", "b"], [])
