@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,8 +12,9 @@ import redis.asyncio as aioredis
 from app.core.embedded_redis import EmbeddedRedis
 from app.realtime.envelopes import EnvelopeType, history_key, stream_id_key, user_channel
 from app.realtime.publisher import AsyncEnvelopePublisher
+from tests.conftest import with_own_database
 from tests.support.client import open_socket, register
-from tests.support.stack import ApiServer, Worker
+from tests.support.stack import ApiServer
 from tests.support.waiting import next_frame
 
 
@@ -41,13 +43,31 @@ def _received(metrics_text: str) -> float:
     return float(line.split()[1])
 
 
+async def test_a_replica_holds_no_pattern_subscription(
+    stack_env: dict[str, str], tmp_path: Path, log_dir: Path
+) -> None:
+    # On a Redis of its own: pub/sub is server-wide, and the workers other tests run hold
+    # Celery's own pattern subscription (kombu's remote control) on the shared one.
+    with EmbeddedRedis(tmp_path / "redis") as own:
+        env = {**with_own_database(stack_env, tmp_path), "REDIS_URL": own.url}
+        api = ApiServer("api-no-patterns", env, log_dir)
+        try:
+            client = aioredis.Redis.from_url(own.url, decode_responses=True)
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+                dave = await register(http)
+                ws, _ = await open_socket(api.ws_url, dave)
+                async with ws:
+                    assert await client.pubsub_numpat() == 0
+                    assert await _subscribers(client, dave.participant_id) == 1
+            await client.aclose()
+        finally:
+            api.stop()
+
+
 async def test_a_replica_listens_only_to_the_users_it_holds(
-    api: ApiServer, api_b: ApiServer, worker: Worker, http: httpx.AsyncClient, client: aioredis.Redis
+    api: ApiServer, api_b: ApiServer, http: httpx.AsyncClient, client: aioredis.Redis
 ) -> None:
     alice, bob = await register(http), await register(http)
-    # Neither the replicas nor the workers (Celery's remote control is off without
-    # CELERY_EVENTS) hold a pattern subscription.
-    assert await client.pubsub_numpat() == 0, "no pattern subscription anywhere"
     ws_a, _ = await open_socket(api.ws_url, alice)
     ws_b, _ = await open_socket(api_b.ws_url, bob)
     async with ws_a, ws_b:

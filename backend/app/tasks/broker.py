@@ -39,10 +39,6 @@ def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
         worker_hijack_root_logger=False,
         # Task events (received, started, succeeded…) cost a publish each: only when Flower watches.
         worker_send_task_events=settings.celery_events,
-        # Remote control (Flower's inspect and revoke, `celery inspect`) listens on a pattern
-        # subscription per worker. Taskwire needs none of it: a cancelled task is skipped by its
-        # write-once state and cancel flag. On with CELERY_EVENTS, for the operators' tools.
-        worker_enable_remote_control=settings.celery_events,
         enable_utc=True,
     )
     return app

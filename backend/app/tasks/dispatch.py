@@ -61,7 +61,5 @@ class TaskDispatcher:
             await pipe.execute()
 
     async def revoke(self, task_id: uuid.UUID) -> None:
-        """Ask workers to discard the task's message if they still hold it (best effort; only
-        when they listen for remote control, with CELERY_EVENTS)."""
-        if self._app.conf.worker_enable_remote_control:
-            await to_thread.run_sync(lambda: self._app.control.revoke(str(task_id)))
+        """Ask workers to discard the task's message if they still hold it (best effort)."""
+        await to_thread.run_sync(lambda: self._app.control.revoke(str(task_id)))

@@ -155,7 +155,10 @@ async function load() {
 
 if (await load()) {
   const client = connect(session);
-  client.subscribe("ops_overview", (frame) => render(frame.data));
+  // A resumed socket replays older figures first: never show ones older than those on screen.
+  client.subscribe("ops_overview", (frame) => {
+    if (!latest || frame.data.generated_at >= latest.generated_at) render(frame.data);
+  });
   // A reconnect that could not replay what it missed reads the figures again.
   let first = true;
   client.subscribe("hello", (frame) => {
