@@ -6,7 +6,7 @@ that lives a little over an hour, from which the ops page reads the last hour's 
 """
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import redis.asyncio as aioredis
 from prometheus_client.core import HistogramMetricFamily
@@ -36,7 +36,7 @@ def observe_in(pipe: Pipeline, kind: str, phase: str, seconds: float) -> None:
     pipe.expire(recent, WINDOW_S + 2 * SLICE_S)
 
 
-def _cumulative(raw: dict[str, str]) -> list[tuple[str, float]]:
+def _cumulative(raw: Mapping[str, str | float]) -> list[tuple[str, float]]:
     cumulative, buckets = 0.0, []
     for bound in _BOUNDS:
         cumulative += float(raw.get(bound, 0))
@@ -69,14 +69,13 @@ def quantile(q: float, buckets: list[tuple[str, float]]) -> float | None:
     if total == 0:
         return None
     rank, lower, below = q * total, 0.0, 0.0
-    for bound, count in buckets:
+    for bound, count in buckets:  # the last, +Inf, holds the total: the loop always returns
         if count >= rank:
             if bound == "+Inf":
                 return lower
-            upper = float(bound)
             inside = count - below
-            return lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = (float(bound) if bound != "+Inf" else lower), count
+            return lower + (float(bound) - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = float(bound), count
     return lower
 
 
@@ -101,7 +100,7 @@ async def recent_percentiles(
             for _ in slices:
                 for bound, count in next(replies).items():
                     merged[bound] = merged.get(bound, 0.0) + float(count)
-            buckets = _cumulative({bound: str(count) for bound, count in merged.items()})
+            buckets = _cumulative(merged)
             out[kind][phase] = {
                 "count": buckets[-1][1],
                 **{f"p{round(q * 100)}": quantile(q, buckets) for q in (0.5, 0.95, 0.99)},

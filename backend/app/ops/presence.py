@@ -56,13 +56,11 @@ class Heartbeat:
         self._describe = describe
         self._interval_s = interval_s
         self.id = process_id()
-        self._started_at = time.time()
+        self._identity = {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
 
-    async def beat(self, described: dict[str, Any] | None = None) -> None:
-        """Write this process's entry now."""
-        entry = {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at}
-        entry |= described if described is not None else self._describe()
-        entry["last_seen"] = time.time()
+    async def beat(self, described: dict[str, Any]) -> None:
+        """Write this process's entry now, saying `described`."""
+        entry = {**self._identity, **described, "last_seen": time.time()}
         await self._client.hset(self._key, self.id, json.dumps(entry, separators=(",", ":")))
 
     async def run(self) -> None:

@@ -2,9 +2,8 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import RowMapping, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Task, TaskState, User
@@ -12,18 +11,7 @@ from app.models import Task, TaskState, User
 _NOT_TERMINAL = (TaskState.QUEUED, TaskState.STARTED, TaskState.PROGRESS)
 
 
-class TaskLine(NamedTuple):
-    """One task as the ops page lists it."""
-
-    task_id: uuid.UUID
-    kind: str
-    state: str
-    username: str
-    created_at: datetime
-    finished_at: datetime | None
-    error: dict[str, Any] | None
-
-
+# A task as the ops page lists it (app/ops/schemas.py TaskLine).
 _LINE = (Task.task_id, Task.kind, Task.state, User.username, Task.created_at, Task.finished_at, Task.error)
 
 
@@ -33,7 +21,7 @@ def counts_since(session: Session, since: datetime) -> list[tuple[str, str, int]
     return [(kind, state, int(count)) for kind, state, count in session.execute(query)]
 
 
-def latest_failures(session: Session, limit: int) -> list[TaskLine]:
+def latest_failures(session: Session, limit: int) -> list[RowMapping]:
     """The most recently failed tasks, newest first."""
     query = (
         select(*_LINE)
@@ -42,10 +30,10 @@ def latest_failures(session: Session, limit: int) -> list[TaskLine]:
         .order_by(Task.updated_at.desc())
         .limit(limit)
     )
-    return [TaskLine(*row) for row in session.execute(query)]
+    return list(session.execute(query).mappings())
 
 
-def unfinished(session: Session, limit: int) -> list[TaskLine]:
+def unfinished(session: Session, limit: int) -> list[RowMapping]:
     """Queued and running tasks, oldest first: the ones an operator may have to cancel."""
     query = (
         select(*_LINE)
@@ -54,7 +42,7 @@ def unfinished(session: Session, limit: int) -> list[TaskLine]:
         .order_by(Task.created_at)
         .limit(limit)
     )
-    return [TaskLine(*row) for row in session.execute(query)]
+    return list(session.execute(query).mappings())
 
 
 def username_of(session: Session, participant_id: uuid.UUID) -> str | None:

@@ -97,6 +97,6 @@ async def overview(session: AsyncSession, client: aioredis.Redis, registry: Task
         replicas=replicas,
         tasks_last_hour=tasks_last_hour,
         latency=await latency.recent_percentiles(client, registry.names),
-        failures=[TaskLine(**line._asdict()) for line in failures],
-        unfinished=[TaskLine(**line._asdict()) for line in unfinished],
+        failures=[TaskLine.model_validate(dict(line)) for line in failures],
+        unfinished=[TaskLine.model_validate(dict(line)) for line in unfinished],
     )

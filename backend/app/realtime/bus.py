@@ -50,7 +50,6 @@ class BusListener:
         self._max_backoff_s = max_backoff_s
         self._canary_interval_s = canary_interval_s
         self._canary_channel = user_channel(f"__canary__:{uuid.uuid4().hex}")
-        self._catch_up: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.last_canary_heard_at = 0.0
@@ -91,8 +90,7 @@ class BusListener:
                 if after_outage:
                     # Hold every socket now, before any new live message is dispatched, so the
                     # history read that follows cannot miss one.
-                    held = self._manager.hold_all()
-                    self._catch_up = asyncio.create_task(self._manager.catch_up(held), name="bus-catch-up")
+                    self._manager.catch_up_later(self._manager.connections())
                 next_canary = time.monotonic() + self._canary_interval_s
                 while True:
                     await self._receive(pubsub, sender, timeout_s=min(1.0, self._canary_interval_s))

@@ -303,15 +303,13 @@ class ConnectionManager:
             replay = history.Replay(head_id=head)
         else:
             replay = await self._history_after(connection, last_id)
-        if last_id is None:
-            # Before the release: live envelopes held while the head was read, at or below it,
-            # are not owed to a live-only socket.
-            connection.not_owed_before(replay.head_id)
         connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+        if last_id is None:
+            connection.not_owed_before(replay.head_id)
         connection.start()
         if not subscribed and self.subscriptions.is_confirmed(connection.participant_id):
             # It landed while history was read: the user's late catch-up skipped this socket.
-            self._catch_up_later([connection])
+            self.catch_up_later([connection])
 
     async def resume(self, connection: ClientConnection, last_id: str) -> None:
         """Replay history after `last_id` on an open connection (a client `resume` frame)."""
@@ -327,21 +325,16 @@ class ConnectionManager:
         # The user's subscription landed after their sockets read history: send them what
         # was published in between (the watermark drops anything they already have).
         # Sockets still opening are left to open(), which checks again after its own read.
-        self._catch_up_later([c for c in self._by_participant.get(participant_id, ()) if c.greeted])
+        self.catch_up_later([c for c in self._by_participant.get(participant_id, ()) if c.greeted])
 
-    def _catch_up_later(self, connections: list[ClientConnection]) -> None:
+    def catch_up_later(self, connections: list[ClientConnection]) -> None:
+        """Hold live envelopes on these sockets now, and send each what it missed from history
+        in the background (after a bus outage, or a subscription that landed late)."""
         for connection in connections:
             connection.hold()
         task = asyncio.get_running_loop().create_task(self.catch_up(connections))
         self._catching_up.add(task)
         task.add_done_callback(self._catching_up.discard)
-
-    def hold_all(self) -> list[ClientConnection]:
-        """Hold live envelopes on every socket (before a catch-up); returns the held connections."""
-        connections = self.connections()
-        for connection in connections:
-            connection.hold()
-        return connections
 
     async def catch_up(self, connections: list[ClientConnection]) -> None:
         """After the bus was deaf or disconnected, send each held socket what it missed, from history."""

@@ -68,21 +68,23 @@ class WorkerRuntime:
         # process: out of the collector's sight, a full collection under hundreds of streams
         # pauses every task for less (74 ms measured before, with all of it scanned each time).
         gc.freeze()
-        self.heartbeat = Heartbeat(self.redis, WORKERS_KEY, lambda: self._describe(settings, kinds))
+        queues = list(dict.fromkeys(kind.queue for kind in kinds))
+        slots = {kind.name: kind.limits(settings).concurrency for kind in kinds}
+        self.heartbeat = Heartbeat(self.redis, WORKERS_KEY, lambda: self._describe(queues, slots))
         self._beating = self.call(_start(self.heartbeat.run()))
 
-    def _describe(self, settings: Settings, kinds: list[TaskKindSpec]) -> dict[str, Any]:
+    def _describe(self, queues: list[str], slots: dict[str, int]) -> dict[str, Any]:
         # What the ops page and readiness need: which kinds this process serves, how busy it is
         # with each, and whether it can do them at all (a grader without Chromium cannot).
         return {
-            "queues": list(dict.fromkeys(kind.queue for kind in kinds)),
+            "queues": queues,
             "kinds": {
-                kind.name: {
-                    "slots": kind.limits(settings).concurrency,
-                    "running": self.runner.running[kind.name],
-                    "unavailable": self.runner.handlers.unavailable(kind.name),
+                name: {
+                    "slots": limit,
+                    "running": self.runner.running[name],
+                    "unavailable": self.runner.handlers.unavailable(name),
                 }
-                for kind in kinds
+                for name, limit in slots.items()
             },
         }
 

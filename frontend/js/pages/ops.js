@@ -23,7 +23,10 @@ function row(...cells) {
 function fill(id, rows, empty) {
   const body = document.querySelector(`#${id} tbody`);
   if (rows.length) body.replaceChildren(...rows);
-  else body.replaceChildren(row(Object.assign(cell(empty), { colSpan: 9 })));
+  else {
+    const columns = document.querySelectorAll(`#${id} thead th`).length;
+    body.replaceChildren(row(Object.assign(cell(empty), { colSpan: columns })));
+  }
 }
 
 function age(epochSeconds) {
