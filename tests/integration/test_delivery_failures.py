@@ -36,7 +36,7 @@ async def test_messages_published_while_the_listener_reconnects_still_arrive(
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)
     try:
-        before = api.log_text().count("caught up sockets after a bus outage")
+        before = api.log_text().count("caught up sockets from history")
         killed = client.client_kill_filter(_type="pubsub")
         assert killed >= 1
         # Published while every replica's listener is between connections.
@@ -45,7 +45,7 @@ async def test_messages_published_while_the_listener_reconnects_still_arrive(
             for i in range(20)
         ]
         wait_until(
-            lambda: api.log_text().count("caught up sockets after a bus outage") > before,
+            lambda: api.log_text().count("caught up sockets from history") > before,
             timeout_s=15,
             what="the replica to re-subscribe and catch its sockets up",
         )

@@ -88,9 +88,10 @@ class BusListener:
                 self.connected.set()
                 logger.info("bus listener subscribed", extra={"users": len(subscriptions.wanted)})
                 if after_outage:
-                    # Hold every socket now, before any new live message is dispatched, so the
-                    # history read that follows cannot miss one.
-                    self._manager.catch_up_later(self._manager.connections())
+                    # Hold every greeted socket now, before any new live message is dispatched,
+                    # so the history read that follows cannot miss one. Sockets still opening
+                    # see the lost subscription themselves (`Subscriptions.epoch`).
+                    self._manager.catch_up_later([c for c in self._manager.connections() if c.greeted])
                 next_canary = time.monotonic() + self._canary_interval_s
                 while True:
                     await self._receive(pubsub, sender, timeout_s=min(1.0, self._canary_interval_s))

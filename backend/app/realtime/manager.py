@@ -111,13 +111,17 @@ class ClientConnection:
         if self._held is None:
             self._held = []
 
-    def release(self, frames: list[str], replay: list[history.HistoryEntry], *, floor_id: str | None) -> None:
+    def release(
+        self, frames: list[str], replay: list[history.HistoryEntry], *, floor_id: str | None, keep_held: bool = True
+    ) -> None:
         """Queue `frames` and the replay as one batch, then the held live envelopes above what was sent.
 
         `floor_id` is what the client already has (its `last_id`); held envelopes at or below
-        it, or below the last replayed one, are dropped as duplicates.
+        it, or below the last replayed one, are dropped as duplicates. With `keep_held` False
+        the held ones are dropped: the user's subscription was not in place when history was
+        read, so they may start after a gap, and a catch-up from history must follow.
         """
-        held, self._held = self._held or [], None
+        held, self._held = (self._held or []) if keep_held else [], None
         self.greeted = True
         if floor_id is not None:
             self._raise_watermark(floor_id, stream_id_key(floor_id))
@@ -133,9 +137,22 @@ class ClientConnection:
             self.offer(envelope_id, text)
 
     def not_owed_before(self, head_id: str | None) -> None:
-        """Mark everything up to `head_id` as not owed (a fresh connection's starting point)."""
-        if head_id is not None:
+        """Start a fresh connection after `head_id`, unless live envelopes it was given already
+        started its run.
+
+        Those came from the user's channel, which delivers every envelope in order; envelopes
+        between the last of them and `head_id` may still be on their way through it, so raising
+        the watermark over them would leave a gap.
+        """
+        if head_id is not None and self._watermark is None:
             self._raise_watermark(head_id, stream_id_key(head_id))
+
+    def not_yet_given(self, entries: list[history.HistoryEntry]) -> list[history.HistoryEntry]:
+        """The entries above the watermark (a catch-up re-sends nothing this socket was given)."""
+        if self._watermark is None:
+            return entries
+        watermark = self._watermark
+        return [entry for entry in entries if stream_id_key(entry.id) > watermark]
 
     def start(self) -> None:
         """Start writing: what is queued now, and whatever is queued later."""
@@ -297,29 +314,36 @@ class ConnectionManager:
         """
         self.register(connection)
         subscribed = await self.subscriptions.ready(connection.participant_id, timeout_s=self._subscribe_wait_s)
+        epoch = self.subscriptions.epoch
         if last_id is None:
             # Live only: whatever arrives from now on, nothing older.
             head = await history.head_id(self._redis, connection.participant_id)
             replay = history.Replay(head_id=head)
         else:
             replay = await self._history_after(connection, last_id)
-        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+        in_place = subscribed and self.subscriptions.epoch == epoch
+        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
         if last_id is None:
             connection.not_owed_before(replay.head_id)
         connection.start()
-        if not subscribed and self.subscriptions.is_confirmed(connection.participant_id):
-            # It landed while history was read: the user's late catch-up skipped this socket.
+        if not in_place:
+            # The subscription was late or lost while history was read: fill the seam from history.
             self.catch_up_later([connection])
 
     async def resume(self, connection: ClientConnection, last_id: str) -> None:
         """Replay history after `last_id` on an open connection (a client `resume` frame)."""
         connection.hold()
+        subscribed = self.subscriptions.is_confirmed(connection.participant_id)
+        epoch = self.subscriptions.epoch
         try:
             replay = await self._history_after(connection, last_id)
         except BaseException:
             connection.release([], [], floor_id=None)
             raise
-        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id)
+        in_place = subscribed and self.subscriptions.epoch == epoch
+        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
+        if not in_place:
+            self.catch_up_later([connection])
 
     def _catch_up_participant(self, participant_id: str) -> None:
         # The user's subscription landed after their sockets read history: send them what
@@ -337,8 +361,18 @@ class ConnectionManager:
         task.add_done_callback(self._catching_up.discard)
 
     async def catch_up(self, connections: list[ClientConnection]) -> None:
-        """After the bus was deaf or disconnected, send each held socket what it missed, from history."""
+        """Send each held socket what it missed, from history, once its user's subscription is back.
+
+        A user whose subscription does not come back in time is caught up again when it lands.
+        """
+        participants = list({connection.participant_id for connection in connections})
+        waited = await asyncio.gather(
+            *(self.subscriptions.ready(p, timeout_s=self._subscribe_wait_s) for p in participants)
+        )
+        subscribed = dict(zip(participants, waited, strict=True))
+        epoch = self.subscriptions.epoch
         for connection in connections:
+            connection.hold()  # again: a `resume` may have released it while we waited
             after = connection.watermark_id or "0-0"
             try:
                 replay = await self._history_after(connection, after)
@@ -349,9 +383,11 @@ class ConnectionManager:
                 continue
             # A socket that may have missed something it can no longer get is told, like on connect.
             frames = [] if replay.recovered else [self._hello(connection, replay)]
-            connection.release(frames, replay.entries, floor_id=connection.watermark_id)
+            in_place = subscribed[connection.participant_id] and self.subscriptions.epoch == epoch
+            entries = connection.not_yet_given(replay.entries)
+            connection.release(frames, entries, floor_id=connection.watermark_id, keep_held=in_place)
         if connections:
-            logger.info("caught up sockets after a bus outage", extra={"sockets": len(connections)})
+            logger.info("caught up sockets from history", extra={"sockets": len(connections)})
 
     def ping_all(self) -> None:
         """Queue a `ping` on every greeted socket (the heartbeat); `hello` is always a socket's first frame."""

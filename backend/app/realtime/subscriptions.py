@@ -31,6 +31,9 @@ class Subscriptions:
         self._late: set[str] = set()
         self.changed = asyncio.Event()  # something to send
         self.listening = False  # the bus listener is connected and sends what it is asked
+        # Counts connections lost: a socket whose history read spans a change may have missed
+        # live envelopes in between, and is caught up.
+        self.epoch = 0
         self.on_late_confirmed: Callable[[str], None] | None = None
 
     @property
@@ -110,6 +113,7 @@ class Subscriptions:
     def reset(self) -> None:
         """The subscription connection is gone: nothing is subscribed any more (all will be sent again)."""
         self.listening = False
+        self.epoch += 1
         self._active.clear()
         self._in_flight.clear()
         self._confirmed.clear()

@@ -88,6 +88,95 @@ async def test_a_fresh_connection_keeps_live_messages_that_arrived_while_it_open
     assert socket.ids() == ["5-0", "6-0"] and connection.watermark_id == "6-0"
 
 
+async def test_a_fresh_connection_does_not_skip_envelopes_still_on_their_way() -> None:
+    # 5-0 arrived live while the socket opened; 6-0 and 7-0 were published before the head read
+    # (so the head is 7-0) but were still in the channel. The run must not jump from 5-0 to 8-0.
+    socket, manager = RecordingSocket(), _manager()
+    connection = _connection(socket)
+    manager.register(connection)
+    manager.deliver("p1", "5-0", _envelope("5-0"))
+    connection.release(["HELLO"], [], floor_id=None)
+    connection.not_owed_before("7-0")
+    connection.start()
+    for envelope_id in ("6-0", "7-0", "8-0"):
+        manager.deliver("p1", envelope_id, _envelope(envelope_id))
+    await _drain()
+    await connection.stop()
+    assert socket.ids() == ["5-0", "6-0", "7-0", "8-0"]
+
+
+async def test_held_envelopes_are_dropped_when_the_subscription_was_not_in_place() -> None:
+    # They may start after a gap (the subscription landed during the read): the socket starts
+    # at the head instead, and a catch-up from history fills in from there.
+    socket, manager = RecordingSocket(), _manager()
+    connection = _connection(socket)
+    manager.register(connection)
+    manager.deliver("p1", "9-0", _envelope("9-0"))
+    connection.release(["HELLO"], [], floor_id=None, keep_held=False)
+    connection.not_owed_before("7-0")
+    connection.start()
+    await _drain()
+    await connection.stop()
+    assert socket.sent == ["HELLO"] and connection.watermark_id == "7-0"
+
+
+class _History:
+    """One user's history stream in memory: the reads the manager makes, nothing more."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = list(ids)
+
+    async def xrevrange(self, key: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        return [(i, {"e": '{"type":"chat_delta"}'}) for i in reversed(self.ids)][:count]
+
+    async def xinfo_stream(self, key: str) -> dict[str, object]:
+        return {
+            "length": len(self.ids),
+            "first-entry": (self.ids[0], {}) if self.ids else None,
+            "last-entry": (self.ids[-1], {}) if self.ids else None,
+            "max-deleted-entry-id": "0-0",
+        }
+
+    async def xrange(self, key: str, min: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        after = min.lstrip("(")
+        return [(i, {"e": '{"type":"chat_delta"}'}) for i in self.ids if i > after][:count]
+
+
+async def test_a_subscription_lost_while_a_socket_opens_is_filled_from_history() -> None:
+    # The bus lost Redis during the history read (the epoch moved): what was held may have a
+    # hole, so the socket is caught up from history once the subscription is back.
+    redis = _History("1-0")
+    manager = ConnectionManager(redis=redis, history_maxlen=100, subscribe_wait_s=1.0)  # type: ignore[arg-type]
+    manager.subscriptions.listening = True
+    socket = RecordingSocket()
+    connection = _connection(socket)
+    opening = asyncio.create_task(manager.open(connection, None))
+    await _drain()
+    manager.subscriptions.to_send()
+    manager.subscriptions.confirmed("p1")
+    manager.deliver("p1", "2-0", _envelope("2-0"))
+    original_xrevrange = redis.xrevrange
+
+    async def read_during_an_outage(key: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        redis.ids.append("2-0")
+        head = await original_xrevrange(key, count)
+        manager.subscriptions.reset()  # Redis dropped the subscription; 3-0 is published unheard
+        redis.ids.append("3-0")
+        return head
+
+    redis.xrevrange = read_during_an_outage  # type: ignore[method-assign]
+    await opening
+    manager.subscriptions.listening = True
+    manager.subscriptions.to_send()
+    manager.subscriptions.confirmed("p1")
+    redis.ids.append("4-0")
+    manager.deliver("p1", "4-0", _envelope("4-0"))
+    for _ in range(5):
+        await _drain()
+    await connection.stop()
+    assert socket.ids() == ["3-0", "4-0"]
+
+
 async def test_resume_replays_after_the_given_id_then_continues_live() -> None:
     socket, manager = RecordingSocket(), _manager()
     connection = _connection(socket)
