@@ -12,6 +12,7 @@ import pytest
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.processes import child_env
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.stack import ApiServer, Worker, migrate
 
 TEST_JWT_SECRET = "integration-test-secret-0123456789abcdef"
@@ -92,3 +93,55 @@ async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
 async def http_b(api_b: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api_b.base_url, timeout=10) as client:
         yield client
+
+
+# The same stack with its bus on a three-primary Redis Cluster (BUS_REDIS_CLUSTER): its own
+# broker Redis and database, so its workers and reconciler never touch the plain stack's tasks.
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("cluster-broker")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster_env(
+    stack_env: dict[str, str],
+    redis_cluster: LocalRedisCluster,
+    cluster_broker: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    return {
+        **with_own_database(stack_env, tmp_path_factory.mktemp("cluster-db")),
+        "REDIS_URL": cluster_broker.url,
+        "BUS_REDIS_URL": redis_cluster.url,
+        "BUS_REDIS_CLUSTER": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def cluster_api(cluster_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    server = ApiServer("api-cluster-a", cluster_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_api_b(cluster_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    server = ApiServer("api-cluster-b", cluster_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_worker(cluster_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
+    process = Worker("worker-cluster", cluster_env, log_dir)
+    yield process
+    process.stop()

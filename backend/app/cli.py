@@ -262,19 +262,22 @@ def status(settings: Settings) -> int:
     if not redis_url:
         print("taskwire status: REDIS_URL is not set and no `taskwire run` is running here", file=sys.stderr)
         return 1
-    from app.core.redis import create_async_redis
+    from app.core.redis import create_async_bus_redis, create_async_redis
     from app.db.session import api_sessionmaker, create_api_engine
     from app.ops.service import overview
     from app.ops.terminal import render
     from app.task_kinds import REGISTRY
 
     async def read() -> str:
-        engine, client = create_api_engine(settings.database_url), create_async_redis(redis_url)
+        engine, broker = create_api_engine(settings.database_url), create_async_redis(redis_url)
+        client = create_async_bus_redis(settings, broker)
         try:
             async with api_sessionmaker(engine)() as session:
-                return render(await overview(session, client, REGISTRY))
+                return render(await overview(session, client, REGISTRY, broker=broker))
         finally:
             await client.aclose()
+            if broker is not client:
+                await broker.aclose()
             await engine.dispose()
 
     try:

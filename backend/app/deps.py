@@ -42,6 +42,11 @@ async def _redis(request: Request) -> aioredis.Redis:
     return client
 
 
+async def _broker(request: Request) -> aioredis.Redis:
+    client: aioredis.Redis = request.app.state.broker
+    return client
+
+
 async def _publisher(request: Request) -> AsyncEnvelopePublisher:
     publisher: AsyncEnvelopePublisher = request.app.state.publisher
     return publisher
@@ -67,7 +72,9 @@ RegistryDep = Annotated[TaskRegistry, Depends(_registry)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 # The submit path's writes: one hop to a database thread per transaction (db/threaded.py).
 DatabaseDep = Annotated[ThreadedDatabase, Depends(_database)]
+# The bus Redis (history, pub/sub, leases, ...); BrokerDep is Celery's (queues, dispatch records).
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+BrokerDep = Annotated[aioredis.Redis, Depends(_broker)]
 PublisherDep = Annotated[AsyncEnvelopePublisher, Depends(_publisher)]
 DispatcherDep = Annotated[TaskDispatcher, Depends(_dispatcher)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]

@@ -17,12 +17,13 @@ from app.auth.endpoints import router as auth_router
 from app.auth.hashing import PasswordHashing
 from app.chat.endpoints import router as chat_router
 from app.core import api_docs
+from app.core.cancellation import cancel_and_wait
 from app.core.config import Settings, get_settings
 from app.core.handlers import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from app.core.rate_limit import RateLimiter
-from app.core.redis import create_async_redis
+from app.core.redis import create_async_bus_redis, create_async_redis
 from app.db.session import api_sessionmaker, create_api_engine, create_sync_engine
 from app.db.threaded import ThreadedDatabase
 from app.exercises.endpoints import router as exercises_router
@@ -37,10 +38,12 @@ from app.ops.endpoints import page_router as ops_page_router
 from app.ops.endpoints import router as ops_router
 from app.ops.presence import REPLICAS_KEY, Heartbeat
 from app.realtime.bus import BusListener
+from app.realtime.cluster_bus import ClusterBus, discover
 from app.realtime.endpoints import router as realtime_router
 from app.realtime.envelopes import CloseCode
 from app.realtime.manager import ConnectionManager
 from app.realtime.publisher import AsyncEnvelopePublisher
+from app.realtime.subscriptions import Subscriptions
 from app.submissions.endpoints import router as submissions_router
 from app.task_kinds import REGISTRY
 from app.tasks.admission import SubmitAdmission
@@ -122,10 +125,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.engine = create_api_engine(settings.database_url)
         state.sessions = api_sessionmaker(state.engine)
         state.db = ThreadedDatabase.for_submits(create_sync_engine(settings.database_url))
-        state.redis = create_async_redis(settings.required_redis_url)
+        state.broker = create_async_redis(settings.required_redis_url)
+        state.redis = create_async_bus_redis(settings, state.broker)
         state.registry = REGISTRY
         # A Celery app only to write task messages and revoke: no tasks, no worker code.
-        state.dispatcher = TaskDispatcher(create_celery(settings, REGISTRY), state.redis, REGISTRY)
+        state.dispatcher = TaskDispatcher(create_celery(settings, REGISTRY), state.broker, REGISTRY)
         state.publisher = AsyncEnvelopePublisher(
             state.redis, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
         )
@@ -134,13 +138,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             concurrency=settings.auth_hash_concurrency, wait_s=settings.auth_hash_wait_s
         )
         state.admission = SubmitAdmission(
-            state.redis, REGISTRY, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
+            state.broker, REGISTRY, rate_limit=settings.submit_rate_limit, max_backlog=settings.queue_max_backlog
         )
+        # On a cluster the slot map is read now, before any socket is accepted: it decides which
+        # listener subscribes to a user. A replica that cannot read it does not start.
+        layout = await discover(state.redis) if settings.bus_redis_cluster else None
         state.manager = ConnectionManager(
-            state.redis, history_maxlen=settings.history_maxlen, max_sockets_per_user=settings.ws_max_sockets_per_user
+            state.redis,
+            history_maxlen=settings.history_maxlen,
+            max_sockets_per_user=settings.ws_max_sockets_per_user,
+            subscriptions=Subscriptions(len(layout.primaries), layout.shard_of) if layout else Subscriptions(),
         )
-        state.bus = BusListener(state.redis, state.manager, canary_interval_s=settings.bus_canary_interval_s)
-        state.ops = OpsBroadcaster(settings, state.sessions, state.redis, REGISTRY, state.manager, state.publisher)
+        canary_s = settings.bus_canary_interval_s
+        state.bus = (
+            ClusterBus(layout, settings.required_bus_redis_url, state.manager, canary_interval_s=canary_s)
+            if layout
+            else BusListener(state.redis, state.manager, canary_interval_s=canary_s)
+        )
+        state.ops = OpsBroadcaster(
+            settings, state.sessions, state.redis, REGISTRY, state.manager, state.publisher, broker=state.broker
+        )
         state.shutting_down = False
         background = [
             asyncio.create_task(state.bus.run(), name="bus-listener"),
@@ -152,10 +169,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await begin_shutdown(app)
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_and_wait(background)
             await state.redis.aclose()
+            if state.broker is not state.redis:
+                await state.broker.aclose()
             await state.engine.dispose()
             state.db.close()
 

@@ -34,12 +34,12 @@ def test_it_matches_what_send_task_writes(redis_server: EmbeddedRedis) -> None:
     app = Celery("broker-message-test", broker=redis_server.url)
     app.conf.update(task_serializer="json", task_ignore_result=True)
     queue = f"broker-message-test-{uuid.uuid4().hex}"
-    task_id = str(uuid.uuid4())
+    task_id, participant_id = str(uuid.uuid4()), str(uuid.uuid4())
     client = redis.Redis.from_url(redis_server.url)
     try:
-        app.send_task("chat.reply", args=[task_id], task_id=task_id, queue=queue)
+        app.send_task("chat.reply", args=[task_id, participant_id], task_id=task_id, queue=queue)
         (from_celery,) = client.lrange(queue, 0, -1)
-        ours = celery_message(app, "chat.reply", task_id, queue)
+        ours = celery_message(app, "chat.reply", task_id, participant_id, queue)
         assert _comparable(ours) == _comparable(from_celery)
         assert json.loads(ours)["properties"]["delivery_tag"] != json.loads(from_celery)["properties"]["delivery_tag"]
     finally:

@@ -65,7 +65,8 @@ def test_the_task_lifecycle_queries_behave_the_same(database_url: str) -> None:
             task_id = tasks.add_task(session, owner.participant_id, "chat", {"message": "hi"}, idempotency_key="k1")
         with sessions.begin() as session:
             assert tasks.claim(session, task_id, attempt=1)
-            assert tasks.running_started_before(session, utcnow() + timedelta(seconds=1)) == [task_id]
+            running = tasks.running_started_before(session, utcnow() + timedelta(seconds=1))
+            assert running == [tasks.TaskRef(task_id, "chat", owner.participant_id)]
         with sessions.begin() as session:
             # Fenced: a superseded execution (attempt 0) cannot finish it.
             assert not tasks.finish(session, task_id, TaskState.SUCCESS, result={"x": 1}, attempt=0)

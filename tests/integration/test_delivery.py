@@ -9,19 +9,53 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
-from app.core.embedded_redis import EmbeddedRedis
 from app.realtime.envelopes import EnvelopeType, stream_id_key
 from app.realtime.publisher import EnvelopePublisher
 from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register, status_on_result
 from tests.support.stack import ApiServer, Worker
 from tests.support.waiting import frames_until, next_frame
 
+# The whole suite runs twice: with the bus on one Redis, and on a three-primary Redis Cluster.
+ONE_REDIS, CLUSTER = "one Redis", "Redis Cluster"
+
+
+@pytest.fixture(scope="module", params=[ONE_REDIS, CLUSTER])
+def bus(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
 
 @pytest.fixture(scope="module")
-def publisher(redis_server: EmbeddedRedis) -> Iterator[EnvelopePublisher]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)
+def bus_env(bus: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    env: dict[str, str] = request.getfixturevalue("stack_env" if bus == ONE_REDIS else "cluster_env")
+    return env
+
+
+@pytest.fixture(scope="module")
+def api(api: ApiServer, bus: str, request: pytest.FixtureRequest) -> ApiServer:
+    return api if bus == ONE_REDIS else request.getfixturevalue("cluster_api")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def api_b(api_b: ApiServer, bus: str, request: pytest.FixtureRequest) -> ApiServer:
+    return api_b if bus == ONE_REDIS else request.getfixturevalue("cluster_api_b")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def worker(worker: Worker, bus: str, request: pytest.FixtureRequest) -> Worker:
+    return worker if bus == ONE_REDIS else request.getfixturevalue("cluster_worker")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def publisher(bus_env: dict[str, str]) -> Iterator[EnvelopePublisher]:
+    url = bus_env.get("BUS_REDIS_URL") or bus_env["REDIS_URL"]
+    client = (
+        RedisCluster.from_url(url, decode_responses=True)
+        if "BUS_REDIS_URL" in bus_env
+        else redis.Redis.from_url(url, decode_responses=True)
+    )
+    yield EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)  # type: ignore[arg-type]
     client.close()
 
 
@@ -144,8 +178,8 @@ async def test_a_task_finished_before_the_first_connect_is_replayed_from_zero(
 
 
 @pytest.fixture(scope="module")
-def small_queue_api(stack_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
-    server = ApiServer("api-small-queue", {**stack_env, "WS_SEND_QUEUE_SIZE": "8"}, log_dir)
+def small_queue_api(bus_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    server = ApiServer("api-small-queue", {**bus_env, "WS_SEND_QUEUE_SIZE": "8"}, log_dir)
     yield server
     server.stop()
 

@@ -191,7 +191,7 @@ async def test_redis_restarted_without_persistence_loses_no_accepted_task(crash_
     assert len(listed) == 4, "the refused submit left no task behind"
 
 
-async def _run_after_a_death(stack: CrashStack, leave_behind: Callable[[redis.Redis, str], None]) -> str:
+async def _run_after_a_death(stack: CrashStack, leave_behind: Callable[[redis.Redis, str, str], None]) -> str:
     """Submit a chat with no worker running, leave in Redis what a dying worker would have left
     behind, then start a worker; the task id, once the task has succeeded."""
     async with httpx.AsyncClient(base_url=stack.api.base_url, timeout=10) as http:
@@ -199,7 +199,7 @@ async def _run_after_a_death(stack: CrashStack, leave_behind: Callable[[redis.Re
         response = await http.post("/ai/chat2", json={"message": "after a death"}, headers=account.headers)
         task_id: str = response.json()["task_id"]
         client = redis.Redis.from_url(stack.redis.url)
-        leave_behind(client, task_id)
+        leave_behind(client, account.participant_id, task_id)
         client.close()
         stack.workers.append(stack.add_worker(f"worker-{uuid.uuid4().hex[:6]}"))
         statuses = await finished_tasks(http, account, [task_id], timeout_s=30)
@@ -215,8 +215,8 @@ def _logged(stack: CrashStack, message_start: str) -> list[str]:
 async def test_a_task_whose_lease_holder_died_before_claiming_it_still_runs(crash_stack_factory: Any) -> None:
     # An execution took the lease and died before its claim (QUEUED → STARTED) was committed:
     # the redelivered message finds the lease held and is dropped. Found by `make chaos`.
-    def dead_lease(client: redis.Redis, task_id: str) -> None:
-        client.set(lease_key(uuid.UUID(task_id)), "999", px=3000)
+    def dead_lease(client: redis.Redis, participant_id: str, task_id: str) -> None:
+        client.set(lease_key(participant_id, uuid.UUID(task_id)), "999", px=3000)
 
     stack = crash_stack_factory(workers=0)
     task_id = await _run_after_a_death(stack, dead_lease)
@@ -227,7 +227,7 @@ async def test_a_task_whose_worker_died_between_taking_and_claiming_it_still_run
     # A worker took the message (kombu moved it to its unacknowledged hash) and died before it
     # claimed the task: Redis would hand the message out again only after the visibility
     # timeout, 30 minutes. Done here by hand as kombu does it. Found by `make chaos`.
-    def taken(client: redis.Redis, _task_id: str) -> None:
+    def taken(client: redis.Redis, _participant_id: str, _task_id: str) -> None:
         message = json.loads(client.rpop("chat"))  # type: ignore[arg-type]
         tag = message["properties"]["delivery_tag"]
         client.zadd(UNACKED_INDEX_KEY, {tag: time.time()})
@@ -242,7 +242,7 @@ async def test_a_task_whose_message_vanished_is_sent_again(crash_stack_factory: 
     # The message is gone from the queue and was never recorded as unacknowledged (kombu pops it,
     # then records it: a worker killed in between takes it along). Nothing in Redis will ever
     # redeliver it. Found by `make chaos` (scenario 2: SIGKILL a whole worker).
-    def vanished(client: redis.Redis, _task_id: str) -> None:
+    def vanished(client: redis.Redis, _participant_id: str, _task_id: str) -> None:
         assert client.rpop("chat") is not None
 
     stack = crash_stack_factory(workers=0)

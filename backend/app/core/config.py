@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: a SQLite file in data_dir
     # None means "not configured": `taskwire run` then starts an embedded redis-server.
     redis_url: str | None = None
+    # The bus: pub/sub, history, leases, cancel flags, presence, rate limits and metrics. Unset,
+    # it is REDIS_URL; REDIS_URL stays the Celery broker (Celery cannot use a Redis Cluster).
+    bus_redis_url: str | None = None
+    # BUS_REDIS_URL is a seed node of a Redis Cluster (docs/scaling.md).
+    bus_redis_cluster: bool = False
 
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -135,6 +140,8 @@ class Settings(BaseSettings):
             raise ValueError("JWT_SECRET must be set to a private value outside development")
         if self.chat_time_limit_s <= self.chat_soft_time_limit_s:
             raise ValueError("CHAT_TIME_LIMIT_S must be greater than CHAT_SOFT_TIME_LIMIT_S")
+        if self.bus_redis_cluster and not self.bus_redis_url:
+            raise ValueError("BUS_REDIS_CLUSTER needs BUS_REDIS_URL (the broker, REDIS_URL, cannot be a cluster)")
         return self
 
     @property
@@ -143,6 +150,11 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise RuntimeError("REDIS_URL is not set (only `taskwire run` starts Redis for you)")
         return self.redis_url
+
+    @property
+    def required_bus_redis_url(self) -> str:
+        """The bus Redis URL: BUS_REDIS_URL, or the broker's when it is not set."""
+        return self.bus_redis_url or self.required_redis_url
 
 
 @lru_cache

@@ -39,7 +39,7 @@ async def readyz(request: Request) -> JSONResponse:
     kinds: dict[str, object] = {}
     try:
         async with asyncio.timeout(2):
-            checks["redis"] = bool(await state.redis.ping())
+            checks["redis"] = bool(await state.broker.ping()) and bool(await state.redis.ping())
             health = await task_kinds_health(state.redis, state.registry)
             kinds = {
                 name: {"available": h.available, "reason": h.reason, "workers": h.workers} for name, h in health.items()

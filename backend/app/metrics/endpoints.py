@@ -43,7 +43,7 @@ async def _cluster_families(request: Request) -> list[Metric]:
         "taskwire_queue_oldest_age_seconds", "How long the oldest waiting message has waited", labels=["queue"]
     )
     now = time.time()
-    for depth in await queue_depths(state.redis, state.registry):
+    for depth in await queue_depths(state.broker, state.registry):
         backlog.add_metric([depth.queue], depth.backlog)
         waited = now - depth.oldest_enqueued_at if depth.oldest_enqueued_at else 0.0
         age.add_metric([depth.queue], max(waited, 0.0))

@@ -57,10 +57,13 @@ class OpsBroadcaster:
         registry: TaskRegistry,
         manager: ConnectionManager,
         publisher: AsyncEnvelopePublisher,
+        *,
+        broker: aioredis.Redis | None = None,
     ):
         self._settings = settings
         self._sessions = sessions
         self._client = client
+        self._broker = broker
         self._registry = registry
         self._manager = manager
         self._publisher = publisher
@@ -89,7 +92,8 @@ class OpsBroadcaster:
         if not claimed:
             return 0
         async with self._sessions() as session:
-            data = (await service.overview(session, self._client, self._registry)).model_dump(mode="json")
+            overview = await service.overview(session, self._client, self._registry, broker=self._broker)
+        data = overview.model_dump(mode="json")
         digest, sent = _digest(data), 0
         for admin in claimed:
             previous = await self._client.set(f"taskwire:ops:digest:{admin}", digest, ex=3600, get=True)

@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 
 from app.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound, error_responses
 from app.deps import (
+    BrokerDep,
     CurrentParticipant,
     DispatcherDep,
     PublisherDep,
@@ -37,9 +38,11 @@ _ADMIN_ERRORS = (NotAuthenticated, Forbidden)
 
 
 @router.get("/overview", response_model=Overview, responses=error_responses(*_ADMIN_ERRORS))
-async def get_overview(_: Admin, session: SessionDep, redis: RedisDep, registry: RegistryDep) -> Overview:
+async def get_overview(
+    _: Admin, session: SessionDep, redis: RedisDep, broker: BrokerDep, registry: RegistryDep
+) -> Overview:
     """What the system is doing now: queues, workers, replicas, the last hour's tasks, latency, failures."""
-    return await service.overview(session, redis, registry)
+    return await service.overview(session, redis, registry, broker=broker)
 
 
 @router.delete(

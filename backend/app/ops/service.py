@@ -79,8 +79,11 @@ async def task_kinds_health(client: aioredis.Redis, registry: TaskRegistry) -> d
     return kinds_health(await read_alive(client, WORKERS_KEY), registry)
 
 
-async def overview(session: AsyncSession, client: aioredis.Redis, registry: TaskRegistry) -> Overview:
-    """Everything the ops page shows, read now."""
+async def overview(
+    session: AsyncSession, client: aioredis.Redis, registry: TaskRegistry, *, broker: aioredis.Redis | None = None
+) -> Overview:
+    """Everything the ops page shows, read now: `client` is the bus Redis, `broker` Celery's (the
+    same one unless BUS_REDIS_URL is set)."""
     workers = await read_alive(client, WORKERS_KEY)
     replicas = await read_alive(client, REPLICAS_KEY)
     counts = await session.run_sync(repository.counts_since, utcnow() - timedelta(hours=1))
@@ -91,7 +94,7 @@ async def overview(session: AsyncSession, client: aioredis.Redis, registry: Task
     unfinished = await session.run_sync(repository.unfinished, LIST_LIMIT)
     return Overview(
         generated_at=time.time(),
-        queues=await queue_depths(client, registry),
+        queues=await queue_depths(broker or client, registry),
         kinds=kinds_health(workers, registry),
         workers=workers,
         replicas=replicas,

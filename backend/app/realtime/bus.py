@@ -9,7 +9,9 @@ import uuid
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from app.core.cancellation import cancel_and_wait
 from app.metrics import registry as metrics
 from app.realtime.envelopes import is_stream_id, participant_from_channel, user_channel
 from app.realtime.manager import ConnectionManager
@@ -44,12 +46,20 @@ class BusListener:
         *,
         max_backoff_s: float = 5.0,
         canary_interval_s: float = 5.0,
+        shard: int = 0,
+        sharded: bool = False,
+        canary_channel: str | None = None,
     ):
+        """`client` reaches the Redis that carries the shard's channels; with `sharded` (one
+        primary of a Redis Cluster) the listener uses SSUBSCRIBE and SPUBLISH, and
+        `canary_channel` must be a channel whose slot that primary owns."""
         self._client = client
         self._manager = manager
         self._max_backoff_s = max_backoff_s
         self._canary_interval_s = canary_interval_s
-        self._canary_channel = user_channel(f"__canary__:{uuid.uuid4().hex}")
+        self._shard = shard
+        self._sharded = sharded
+        self._canary_channel = canary_channel or user_channel(f"__canary__:{uuid.uuid4().hex}")
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.last_canary_heard_at = 0.0
@@ -67,7 +77,7 @@ class BusListener:
                 if self.connected.is_set():
                     backoff = 0.1  # it was healthy until now: retry quickly first
                 self.connected.clear()
-                self._manager.subscriptions.reset()
+                self._manager.subscriptions.reset(self._shard)
                 subscribed_before = subscribed_before or self.last_canary_heard_at > 0
                 self.reconnects += 1
                 metrics.bus_reconnects.inc()
@@ -79,19 +89,25 @@ class BusListener:
     async def _listen_once(self, *, after_outage: bool) -> None:
         subscriptions = self._manager.subscriptions
         async with self._client.pubsub() as pubsub:
-            await pubsub.subscribe(self._canary_channel)
-            subscriptions.reset()  # a new connection: every user held is subscribed again
-            subscriptions.listening = True
+            await self._subscribe(pubsub, [self._canary_channel])
+            subscriptions.reset(self._shard)  # a new connection: every user held is subscribed again
+            subscriptions.set_listening(self._shard, True)
             sender = asyncio.create_task(self._send_subscriptions(pubsub), name="bus-subscriptions")
             try:
                 await self._wait_for_canary(pubsub, sender)
                 self.connected.set()
-                logger.info("bus listener subscribed", extra={"users": len(subscriptions.wanted)})
+                logger.info(
+                    "bus listener subscribed",
+                    extra={"shard": self._shard, "users": subscriptions.wanted_in(self._shard)},
+                )
                 if after_outage:
-                    # Hold every greeted socket now, before any new live message is dispatched,
-                    # so the history read that follows cannot miss one. Sockets still opening
-                    # see the lost subscription themselves (`Subscriptions.epoch`).
-                    self._manager.catch_up_later([c for c in self._manager.connections() if c.greeted])
+                    # Hold every greeted socket of the shard now, before any new live message is
+                    # dispatched, so the history read that follows cannot miss one. Sockets still
+                    # opening see the lost subscription themselves (`Subscriptions.epoch_of`).
+                    mine = subscriptions.shard_of
+                    self._manager.catch_up_later(
+                        [c for c in self._manager.connections() if c.greeted and mine(c.participant_id) == self._shard]
+                    )
                 next_canary = time.monotonic() + self._canary_interval_s
                 while True:
                     await self._receive(pubsub, sender, timeout_s=min(1.0, self._canary_interval_s))
@@ -99,7 +115,7 @@ class BusListener:
                     if now >= next_canary:
                         if now - self.last_canary_heard_at > 3 * self._canary_interval_s:
                             raise DeafListener("no canary heard for three intervals")
-                        await self._client.publish(self._canary_channel, "canary")
+                        await self._publish_canary()
                         next_canary = now + self._canary_interval_s
             finally:
                 await _stop(sender)
@@ -108,14 +124,37 @@ class BusListener:
         # Sockets that open in one turn of the loop share a command; so do those that open
         # while the previous command is being written.
         subscriptions = self._manager.subscriptions
+        changed = subscriptions.changed(self._shard)
         while True:
-            await subscriptions.changed.wait()
+            await changed.wait()
             await asyncio.sleep(0)
-            subscribe, unsubscribe = subscriptions.to_send()
-            for start in range(0, len(subscribe), SUBSCRIBE_BATCH):
-                await pubsub.subscribe(*map(user_channel, subscribe[start : start + SUBSCRIBE_BATCH]))
-            for start in range(0, len(unsubscribe), SUBSCRIBE_BATCH):
-                await pubsub.unsubscribe(*map(user_channel, unsubscribe[start : start + SUBSCRIBE_BATCH]))
+            subscribe, unsubscribe = subscriptions.to_send(self._shard)
+            await self._subscribe(pubsub, [user_channel(p) for p in subscribe])
+            await self._unsubscribe(pubsub, [user_channel(p) for p in unsubscribe])
+
+    async def _subscribe(self, pubsub: aioredis.client.PubSub, channels: list[str]) -> None:
+        for batch in self._batches(channels):
+            await (pubsub.ssubscribe(*batch) if self._sharded else pubsub.subscribe(*batch))
+
+    async def _unsubscribe(self, pubsub: aioredis.client.PubSub, channels: list[str]) -> None:
+        for batch in self._batches(channels):
+            await (pubsub.sunsubscribe(*batch) if self._sharded else pubsub.unsubscribe(*batch))
+
+    def _batches(self, channels: list[str]) -> list[list[str]]:
+        # One command per SUBSCRIBE_BATCH channels; SSUBSCRIBE takes channels of one slot only
+        # (each user has a slot of their own, so that is mostly one channel per command).
+        if not self._sharded:
+            return [channels[start : start + SUBSCRIBE_BATCH] for start in range(0, len(channels), SUBSCRIBE_BATCH)]
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
+        return list(by_slot.values())
+
+    async def _publish_canary(self) -> None:
+        if self._sharded:
+            await self._client.spublish(self._canary_channel, "canary")
+        else:
+            await self._client.publish(self._canary_channel, "canary")
 
     async def _receive(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]", *, timeout_s: float) -> None:
         """Handle the next message, if one comes within the timeout."""
@@ -125,9 +164,9 @@ class BusListener:
         if message is None:
             return
         kind, channel = message.get("type"), message.get("channel")
-        if kind == "message":
+        if kind in ("message", "smessage"):
             self.dispatch(channel, message.get("data"))
-        elif kind == "subscribe" and isinstance(channel, str) and channel != self._canary_channel:
+        elif kind in ("subscribe", "ssubscribe") and isinstance(channel, str) and channel != self._canary_channel:
             participant_id = participant_from_channel(channel)
             if participant_id is not None:
                 self._manager.subscriptions.confirmed(participant_id)
@@ -135,7 +174,7 @@ class BusListener:
     async def _wait_for_canary(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]") -> None:
         # Ready means messages really flow: publish a canary and hear it before saying so.
         sent_at = time.monotonic()
-        await self._client.publish(self._canary_channel, "canary")
+        await self._publish_canary()
         async with asyncio.timeout(3 * self._canary_interval_s):
             while self.last_canary_heard_at < sent_at:
                 await self._receive(pubsub, sender, timeout_s=1.0)
@@ -159,19 +198,14 @@ class BusListener:
             except ValueError:
                 pass
         if participant_id is None or not is_stream_id(envelope_id):
-            if not (isinstance(channel, str) and channel.startswith(user_channel("__canary__"))):
-                logger.warning("bus skipped a malformed message", extra={"channel": str(channel)[:200]})
+            logger.warning("bus skipped a malformed message", extra={"channel": str(channel)[:200]})
             return
         self._manager.deliver(participant_id, str(envelope_id), str(data))
 
 
 async def _stop(task: "asyncio.Task[None]") -> None:
-    # Cancelled in the middle of a reconnect, redis-py can swallow the cancellation and the
-    # task carries on (seen: back to waiting for work, for ever): ask until it has ended.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if not task.cancelled() and task.exception() is not None:
+    await cancel_and_wait([task])
+    if task.done() and not task.cancelled() and task.exception() is not None:
         logger.debug("subscription sender ended with an error", exc_info=task.exception())
 
 

@@ -49,25 +49,30 @@ class CloseCode:
     TOO_MANY_SOCKETS = 4429  # the user opened more than WS_MAX_SOCKETS_PER_USER here; the oldest goes
 
 
+def user_tag(participant_id: str) -> str:
+    """The hash tag every Redis key of one user carries (history, channel, their tasks' leases):
+    on a Redis Cluster they all live in one slot, so one script can touch them together."""
+    return "{" + participant_id + "}"
+
+
 def history_key(participant_id: str) -> str:
     """The Redis stream holding one user's ordered message history."""
-    return f"ws:history:{participant_id}"
+    return f"ws:history:{user_tag(participant_id)}"
 
 
 def user_channel(participant_id: str) -> str:
     """The pub/sub channel of one user's live messages."""
-    return f"ws:user:{participant_id}"
+    return f"ws:user:{user_tag(participant_id)}"
 
 
-USER_CHANNEL_PATTERN = user_channel("*")
-_CHANNEL_PREFIX = user_channel("")
+_CHANNEL_PREFIX = "ws:user:{"
 
 
 def participant_from_channel(channel: str) -> str | None:
-    """The participant id a `ws:user:<id>` channel belongs to, or None for any other channel."""
-    if not channel.startswith(_CHANNEL_PREFIX) or len(channel) == len(_CHANNEL_PREFIX):
+    """The participant id a `ws:user:{<id>}` channel belongs to, or None for any other channel."""
+    if not channel.startswith(_CHANNEL_PREFIX) or not channel.endswith("}") or len(channel) == len(_CHANNEL_PREFIX) + 1:
         return None
-    return channel[len(_CHANNEL_PREFIX) :]
+    return channel[len(_CHANNEL_PREFIX) : -1]
 
 
 def utc_timestamp() -> str:

@@ -28,6 +28,7 @@ RESUME_REFILL_S = 2.0
 # How long a new socket waits for its user's subscription before reading history anyway (it is
 # then caught up when the subscription lands).
 SUBSCRIBE_WAIT_S = 2.0
+CATCH_UP_RETRIES_S = (0.1, 0.5)
 
 
 class _TokenBucket:
@@ -313,15 +314,16 @@ class ConnectionManager:
         that is in what is read, anything after comes live (and duplicates are dropped).
         """
         self.register(connection)
-        subscribed = await self.subscriptions.ready(connection.participant_id, timeout_s=self._subscribe_wait_s)
-        epoch = self.subscriptions.epoch
+        subscriptions, participant_id = self.subscriptions, connection.participant_id
+        subscribed = await subscriptions.ready(participant_id, timeout_s=self._subscribe_wait_s)
+        epoch = subscriptions.epoch_of(participant_id)
         if last_id is None:
             # Live only: whatever arrives from now on, nothing older.
             head = await history.head_id(self._redis, connection.participant_id)
             replay = history.Replay(head_id=head)
         else:
             replay = await self._history_after(connection, last_id)
-        in_place = subscribed and self.subscriptions.epoch == epoch
+        in_place = subscribed and subscriptions.epoch_of(participant_id) == epoch
         connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
         if last_id is None:
             connection.not_owed_before(replay.head_id)
@@ -333,14 +335,14 @@ class ConnectionManager:
     async def resume(self, connection: ClientConnection, last_id: str) -> None:
         """Replay history after `last_id` on an open connection (a client `resume` frame)."""
         connection.hold()
-        subscribed = self.subscriptions.is_confirmed(connection.participant_id)
-        epoch = self.subscriptions.epoch
+        subscriptions, participant_id = self.subscriptions, connection.participant_id
+        subscribed, epoch = subscriptions.is_confirmed(participant_id), subscriptions.epoch_of(participant_id)
         try:
             replay = await self._history_after(connection, last_id)
         except BaseException:
             connection.release([], [], floor_id=None)
             raise
-        in_place = subscribed and self.subscriptions.epoch == epoch
+        in_place = subscribed and subscriptions.epoch_of(participant_id) == epoch
         connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
         if not in_place:
             self.catch_up_later([connection])
@@ -370,12 +372,12 @@ class ConnectionManager:
             *(self.subscriptions.ready(p, timeout_s=self._subscribe_wait_s) for p in participants)
         )
         subscribed = dict(zip(participants, waited, strict=True))
-        epoch = self.subscriptions.epoch
+        epochs = {p: self.subscriptions.epoch_of(p) for p in participants}
         for connection in connections:
             connection.hold()  # again: a `resume` may have released it while we waited
             after = connection.watermark_id or "0-0"
             try:
-                replay = await self._history_after(connection, after)
+                replay = await self._history_after_retrying(connection, after)
             except Exception:
                 logger.warning("catch-up failed; closing the socket so its client resumes", exc_info=True)
                 connection.release([], [], floor_id=None)
@@ -383,7 +385,10 @@ class ConnectionManager:
                 continue
             # A socket that may have missed something it can no longer get is told, like on connect.
             frames = [] if replay.recovered else [self._hello(connection, replay)]
-            in_place = subscribed[connection.participant_id] and self.subscriptions.epoch == epoch
+            participant_id = connection.participant_id
+            in_place = (
+                subscribed[participant_id] and self.subscriptions.epoch_of(participant_id) == epochs[participant_id]
+            )
             entries = connection.not_yet_given(replay.entries)
             connection.release(frames, entries, floor_id=connection.watermark_id, keep_held=in_place)
         if connections:
@@ -411,6 +416,18 @@ class ConnectionManager:
         for connection in connections:
             connection.request_close(code, reason)
         await asyncio.gather(*(conn.stop() for conn in connections), return_exceptions=True)
+
+    async def _history_after_retrying(self, connection: ClientConnection, last_id: str) -> history.Replay:
+        # A catch-up follows a reconnect, when the shared client's own connections may still be
+        # coming back (seen on a cluster right after a shard restart): a couple of quick tries
+        # before the socket is closed and its client made to reconnect.
+        for delay_s in CATCH_UP_RETRIES_S:
+            try:
+                return await self._history_after(connection, last_id)
+            except Exception:
+                logger.info("history read failed during a catch-up; trying again", exc_info=True)
+                await asyncio.sleep(delay_s)
+        return await self._history_after(connection, last_id)
 
     async def _history_after(self, connection: ClientConnection, last_id: str) -> history.Replay:
         return await history.read_after(

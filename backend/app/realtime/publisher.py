@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError
 
+from app.core.redis import is_cluster
 from app.realtime.envelopes import EnvelopeType, encode_body, history_key, user_channel
 
 # One server-side step, so a message is never live without being in history (a resuming
@@ -25,9 +26,10 @@ from app.realtime.envelopes import EnvelopeType, encode_body, history_key, user_
 # newest, and the next free one otherwise: a caller can record an id before publishing and see
 # whether it held. If that id already holds this very envelope, an earlier try went through
 # (its reply was lost): the publish is done, not repeated. The splice of the id into the body
-# is the same as envelopes.attach_id.
+# is the same as envelopes.attach_id. ARGV[7] is PUBLISH, or SPUBLISH on a Redis Cluster: every
+# key and the channel carry the user's hash tag, so the whole step runs on the user's shard.
 _PUBLISH_SCRIPT = """
-if KEYS[2] ~= '' then
+if #KEYS > 1 then
   if redis.call('GET', KEYS[2]) ~= ARGV[5] then return redis.error_reply('TASKWIRE_GUARD_OWNER') end
   if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('TASKWIRE_GUARD_STOPPED') end
 end
@@ -40,7 +42,7 @@ if ARGV[6] ~= '' then
 end
 if not id then id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+redis.call(ARGV[7], ARGV[4], '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
 return id
 """
 _SHA = hashlib.sha1(_PUBLISH_SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -73,13 +75,20 @@ def _script_args(
     envelope_id: str | None,
     maxlen: int,
     ttl: int,
+    publish_command: str,
     timestamp: str | None = None,
 ) -> tuple[list[str], list[str | int]]:
     body = encode_body(envelope_type, task_id, data, error, timestamp=timestamp)
-    keys = [history_key(participant_id), guard.owner_key if guard else "", guard.stop_key if guard else ""]
+    # Only keys that exist go in KEYS: on a cluster, every one of them must be in the user's slot.
+    keys = [history_key(participant_id), guard.owner_key, guard.stop_key] if guard else [history_key(participant_id)]
     args: list[str | int] = [body, maxlen, ttl, user_channel(participant_id), guard.token if guard else ""]
-    args.append(envelope_id or "")
+    args += [envelope_id or "", publish_command]
     return keys, args
+
+
+def publish_command(client: object) -> str:
+    """PUBLISH, or SPUBLISH (sharded pub/sub) when `client` talks to a Redis Cluster."""
+    return "SPUBLISH" if is_cluster(client) else "PUBLISH"
 
 
 def _refused(exc: ResponseError) -> Exception:
@@ -128,6 +137,7 @@ class AsyncEnvelopePublisher:
 
     def __init__(self, client: aioredis.Redis, *, history_maxlen: int, history_ttl_s: int):
         self._client = client
+        self._command = publish_command(client)
         self._maxlen = history_maxlen
         self._ttl = history_ttl_s
         self._batch: list[_Pending] = []
@@ -172,6 +182,7 @@ class AsyncEnvelopePublisher:
             outgoing.envelope_id,
             self._maxlen,
             self._ttl,
+            self._command,
             outgoing.timestamp,
         )
         loop = asyncio.get_running_loop()
@@ -217,8 +228,10 @@ class AsyncEnvelopePublisher:
         async with self._client.pipeline(transaction=False) as pipe:
             positions = []
             for pending in batch:
-                positions.append(len(pipe.command_stack))
-                pipe.evalsha(_SHA, 3, *pending.keys, *pending.args)
+                positions.append(len(pipe))
+                # execute_command: redis-py's cluster pipeline refuses its `evalsha` method (all
+                # keys share the user's slot, which is all a cluster needs), not the command.
+                pipe.execute_command("EVALSHA", _SHA, len(pending.keys), *pending.keys, *pending.args)
                 if with_also and pending.also is not None:
                     pending.also(pipe)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -230,6 +243,7 @@ class EnvelopePublisher:
 
     def __init__(self, client: redis.Redis, *, history_maxlen: int, history_ttl_s: int):
         self._script = client.register_script(_PUBLISH_SCRIPT)
+        self._command = publish_command(client)
         self._maxlen = history_maxlen
         self._ttl = history_ttl_s
 
@@ -247,7 +261,17 @@ class EnvelopePublisher:
     ) -> str:
         """Publish one envelope; returns its id. With `guard`, raises PublishRefused when it does not hold."""
         keys, args = _script_args(
-            participant_id, envelope_type, task_id, data, error, guard, envelope_id, self._maxlen, self._ttl, timestamp
+            participant_id,
+            envelope_type,
+            task_id,
+            data,
+            error,
+            guard,
+            envelope_id,
+            self._maxlen,
+            self._ttl,
+            self._command,
+            timestamp,
         )
         try:
             return str(self._script(keys=keys, args=args))

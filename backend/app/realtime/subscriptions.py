@@ -17,29 +17,67 @@ No I/O here: this is the bookkeeping, shared by the manager and the bus listener
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Shard:
+    """One subscription connection's side: a plain Redis has one, a Redis Cluster one per primary."""
+
+    wanted: set[str] = field(default_factory=set)
+    active: set[str] = field(default_factory=set)  # sent SUBSCRIBE (and no UNSUBSCRIBE since)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # something to send
+    listening: bool = False  # its listener is connected and sends what it is asked
+    # Connections lost: a socket whose history read spans a change may have missed live
+    # envelopes in between, and is caught up.
+    epoch: int = 0
 
 
 class Subscriptions:
-    """Wanted, sent and confirmed subscriptions of one replica, by participant id."""
+    """Wanted, sent and confirmed subscriptions of one replica, by participant id.
 
-    def __init__(self) -> None:
-        self._wanted: set[str] = set()
-        self._active: set[str] = set()  # sent SUBSCRIBE (and no UNSUBSCRIBE since)
+    `shard_of` says which subscription connection serves a user (always 0 on a plain Redis;
+    on a cluster, the primary that owns the user's slot).
+    """
+
+    def __init__(self, shards: int = 1, shard_of: Callable[[str], int] | None = None) -> None:
+        self._shards = [_Shard() for _ in range(shards)]
+        self.shard_of: Callable[[str], int] = shard_of or (lambda _participant_id: 0)
         self._in_flight: Counter[str] = Counter()  # SUBSCRIBE replies still to come
         self._confirmed: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._late: set[str] = set()
-        self.changed = asyncio.Event()  # something to send
-        self.listening = False  # the bus listener is connected and sends what it is asked
-        # Counts connections lost: a socket whose history read spans a change may have missed
-        # live envelopes in between, and is caught up.
-        self.epoch = 0
         self.on_late_confirmed: Callable[[str], None] | None = None
+
+    @property
+    def shards(self) -> int:
+        """How many subscription connections there are."""
+        return len(self._shards)
 
     @property
     def wanted(self) -> set[str]:
         """The participants this replica holds sockets for."""
-        return set(self._wanted)
+        return set().union(*(shard.wanted for shard in self._shards))
+
+    def wanted_in(self, shard: int) -> int:
+        """How many of them the shard serves."""
+        return len(self._shards[shard].wanted)
+
+    def changed(self, shard: int = 0) -> asyncio.Event:
+        """Set when the shard has subscriptions to send."""
+        return self._shards[shard].changed
+
+    def set_listening(self, shard: int, listening: bool) -> None:
+        """The shard's listener is (or is no longer) connected and sending what it is asked."""
+        self._shards[shard].listening = listening
+
+    def is_listening(self, shard: int = 0) -> bool:
+        """Whether the shard's listener is connected."""
+        return self._shards[shard].listening
+
+    def epoch_of(self, participant_id: str) -> int:
+        """How many times the connection serving the user was lost (see `_Shard.epoch`)."""
+        return self._shards[self.shard_of(participant_id)].epoch
 
     def is_confirmed(self, participant_id: str) -> bool:
         """Whether Redis confirmed the user's subscription (and nothing unsubscribed it since)."""
@@ -47,23 +85,25 @@ class Subscriptions:
 
     def want(self, participant_id: str) -> None:
         """The user's first socket arrived here: listen to their channel."""
-        self._wanted.add(participant_id)
-        if participant_id not in self._active:
-            self.changed.set()
+        shard = self._shards[self.shard_of(participant_id)]
+        shard.wanted.add(participant_id)
+        if participant_id not in shard.active:
+            shard.changed.set()
 
     def drop(self, participant_id: str) -> None:
         """The user's last socket here closed: stop listening to their channel."""
-        self._wanted.discard(participant_id)
+        shard = self._shards[self.shard_of(participant_id)]
+        shard.wanted.discard(participant_id)
         self._late.discard(participant_id)
-        if participant_id in self._active:
-            self.changed.set()
+        if participant_id in shard.active:
+            shard.changed.set()
 
     async def ready(self, participant_id: str, *, timeout_s: float) -> bool:
         """Wait until the user's subscription is confirmed; False (and the user marked late) if
-        the bus is not listening or it takes longer than `timeout_s`."""
+        its listener is not connected or it takes longer than `timeout_s`."""
         if participant_id in self._confirmed:
             return True
-        if self.listening:
+        if self._shards[self.shard_of(participant_id)].listening:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(participant_id, []).append(waiter)
             try:
@@ -81,16 +121,17 @@ class Subscriptions:
         self._late.add(participant_id)
         return False
 
-    def to_send(self) -> tuple[list[str], list[str]]:
-        """What to subscribe and unsubscribe now, recorded as sent."""
-        self.changed.clear()
-        subscribe = sorted(self._wanted - self._active)
-        unsubscribe = sorted(self._active - self._wanted)
+    def to_send(self, shard: int = 0) -> tuple[list[str], list[str]]:
+        """What the shard should subscribe and unsubscribe now, recorded as sent."""
+        state = self._shards[shard]
+        state.changed.clear()
+        subscribe = sorted(state.wanted - state.active)
+        unsubscribe = sorted(state.active - state.wanted)
         for participant_id in subscribe:
-            self._active.add(participant_id)
+            state.active.add(participant_id)
             self._in_flight[participant_id] += 1
         for participant_id in unsubscribe:
-            self._active.discard(participant_id)
+            state.active.discard(participant_id)
             self._confirmed.discard(participant_id)
         return subscribe, unsubscribe
 
@@ -98,7 +139,8 @@ class Subscriptions:
         """Redis confirmed one SUBSCRIBE of the user's channel."""
         if self._in_flight[participant_id] > 0:
             self._in_flight[participant_id] -= 1
-        if self._in_flight[participant_id] > 0 or participant_id not in self._active:
+        active = participant_id in self._shards[self.shard_of(participant_id)].active
+        if self._in_flight[participant_id] > 0 or not active:
             return  # an older reply: a later SUBSCRIBE (after an UNSUBSCRIBE) is still on its way
         del self._in_flight[participant_id]
         self._confirmed.add(participant_id)
@@ -110,11 +152,15 @@ class Subscriptions:
             if self.on_late_confirmed is not None:
                 self.on_late_confirmed(participant_id)
 
-    def reset(self) -> None:
-        """The subscription connection is gone: nothing is subscribed any more (all will be sent again)."""
-        self.listening = False
-        self.epoch += 1
-        self._active.clear()
-        self._in_flight.clear()
-        self._confirmed.clear()
-        self.changed.set()
+    def reset(self, shard: int = 0) -> None:
+        """The shard's subscription connection is gone: nothing of it is subscribed any more
+        (all will be sent again)."""
+        state = self._shards[shard]
+        state.listening = False
+        state.epoch += 1
+        # Replies still owed on the old connection never come, whoever they were for.
+        for participant_id in [p for p in self._in_flight if self.shard_of(p) == shard]:
+            del self._in_flight[participant_id]
+        self._confirmed -= state.active
+        state.active.clear()
+        state.changed.set()

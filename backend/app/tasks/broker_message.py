@@ -25,12 +25,13 @@ UNACKED_INDEX_KEY = "unacked_index"
 _ORIGIN = anon_nodename()
 
 
-def celery_message(app: Celery, task_name: str, task_id: str, queue: str) -> str:
-    """The JSON a Redis-transport `send_task(task_name, args=[task_id], task_id=task_id)` pushes to `queue`."""
+def celery_message(app: Celery, task_name: str, task_id: str, participant_id: str, queue: str) -> str:
+    """The JSON a Redis-transport `send_task(task_name, args=[task_id, participant_id], task_id=task_id)`
+    pushes to `queue`."""
     headers, properties, body, _sent_event = app.amqp.as_task_v2(
         task_id,
         task_name,
-        args=[task_id],
+        args=[task_id, participant_id],
         kwargs={},
         root_id=task_id,
         origin=_ORIGIN,

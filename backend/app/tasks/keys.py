@@ -6,6 +6,8 @@ Keys that name a task take its `uuid.UUID`, so every process spells a task id th
 
 import uuid
 
+from app.realtime.envelopes import user_tag
+
 # Task ids handed to the broker and not yet picked up by a worker. It lives in the broker's
 # Redis, so whatever the broker loses (a restart without persistence) this loses too: a
 # QUEUED task missing from it is one no worker will ever receive, and is dispatched again.
@@ -16,16 +18,20 @@ METRICS_KEY = "taskwire:metrics"
 RECONCILER_LOCK_KEY = "taskwire:reconciler:lock"
 
 
-def lease_key(task_id: uuid.UUID) -> str:
-    """The key whose value is the fencing token of the execution that owns the task."""
-    return f"task:lease:{task_id}"
+def lease_key(participant_id: str, task_id: uuid.UUID) -> str:
+    """The key whose value is the fencing token of the execution that owns the task.
+
+    A task's keys carry its user's hash tag: the publish guard checks them in the same
+    script that appends to the user's history (one slot on a Redis Cluster).
+    """
+    return f"task:lease:{user_tag(participant_id)}:{task_id}"
 
 
-def fence_key(task_id: uuid.UUID) -> str:
+def fence_key(participant_id: str, task_id: uuid.UUID) -> str:
     """The counter that hands out fencing tokens: each execution of a task gets a larger one."""
-    return f"task:fence:{task_id}"
+    return f"task:fence:{user_tag(participant_id)}:{task_id}"
 
 
-def cancel_key(task_id: uuid.UUID) -> str:
+def cancel_key(participant_id: str, task_id: uuid.UUID) -> str:
     """The key that marks a task as cancelled for its running execution."""
-    return f"task:cancelled:{task_id}"
+    return f"task:cancelled:{user_tag(participant_id)}:{task_id}"

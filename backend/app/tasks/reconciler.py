@@ -26,7 +26,7 @@ from typing import cast
 from celery import Celery
 
 from app.core.config import Settings
-from app.core.redis import create_sync_redis
+from app.core.redis import create_sync_bus_redis, create_sync_redis
 from app.db.base import utcnow
 from app.db.session import create_sync_engine, sync_sessionmaker
 from app.tasks import repository
@@ -34,6 +34,7 @@ from app.tasks.broker_message import UNACKED_INDEX_KEY, UNACKED_KEY, task_id_of_
 from app.tasks.dispatch import dispatch_sync
 from app.tasks.keys import DISPATCHED_KEY, RECONCILER_LOCK_KEY, lease_key
 from app.tasks.registry import TaskRegistry
+from app.tasks.repository import TaskRef
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class Reconciler:
         self._registry = registry
         self._engine = create_sync_engine(settings.database_url)
         self._sessions = sync_sessionmaker(self._engine)
-        self._redis = create_sync_redis(settings.required_redis_url, max_connections=2)
+        self._redis = create_sync_redis(settings.required_redis_url, max_connections=2)  # the broker's
+        self._bus = create_sync_bus_redis(settings, self._redis, max_connections=2)
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,6 +70,8 @@ class Reconciler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._bus is not self._redis:
+            self._bus.close()
         self._redis.close()
         self._engine.dispose()
 
@@ -101,36 +105,34 @@ class Reconciler:
             running = repository.running_started_before(session, utcnow())
         if not running:
             return 0
-        with self._redis.pipeline(transaction=False) as pipe:
-            for task_id in running:
-                pipe.exists(lease_key(task_id))
+        with self._bus.pipeline(transaction=False) as pipe:
+            for task in running:
+                pipe.exists(lease_key(str(task.participant_id), task.task_id))
             leased = pipe.execute()
         count = 0
-        for task_id, has_lease in zip(running, leased, strict=True):
+        for task, has_lease in zip(running, leased, strict=True):
             if has_lease:
                 continue
             with self._sessions.begin() as session:
-                task = repository.get(session, task_id)
-                requeued = task is not None and repository.requeue(session, task_id)
-                kind = task.kind if task is not None else None
-            if requeued and kind is not None:
-                logger.warning("task's worker died; handing it out again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
+                requeued = repository.requeue(session, task.task_id)
+            if requeued:
+                logger.warning("task's worker died; handing it out again", extra={"task_id": str(task.task_id)})
+                dispatch_sync(self._app, self._redis, self._registry, task)
                 count += 1
         return count
 
-    def _resend_lost(self, queued: list[tuple[uuid.UUID, str]]) -> int:
+    def _resend_lost(self, queued: list[TaskRef]) -> int:
         if not queued:
             return 0
-        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
+        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task.task_id) for task in queued])
         # Dispatched so long ago that Redis would have redelivered it if a worker had taken it:
         # the message vanished between kombu's pop and its unacknowledged record.
         stale_before = time.time() - self._settings.celery_visibility_timeout_s
         count = 0
-        for (task_id, kind), score in zip(queued, scores, strict=True):
+        for task, score in zip(queued, scores, strict=True):
             if score is None or score < stale_before:
-                logger.warning("broker lost a queued task; sending it again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
+                logger.warning("broker lost a queued task; sending it again", extra={"task_id": str(task.task_id)})
+                dispatch_sync(self._app, self._redis, self._registry, task)
                 count += 1
         return count
 
@@ -159,14 +161,15 @@ class Reconciler:
             return 0
         with self._sessions() as session:
             unclaimed = repository.queued_among(session, stale)
-        for task_id, kind in unclaimed:
+        for task in unclaimed:
             logger.warning(
-                "a worker took the task and died before claiming it; sending it again", extra={"task_id": str(task_id)}
+                "a worker took the task and died before claiming it; sending it again",
+                extra={"task_id": str(task.task_id)},
             )
-            dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
+            dispatch_sync(self._app, self._redis, self._registry, task)
         return len(unclaimed)
 
-    def _resend_vanished(self, queued: list[tuple[uuid.UUID, str]]) -> int:
+    def _resend_vanished(self, queued: list[TaskRef]) -> int:
         # kombu pops a message, then records it as taken: a worker killed in between (typically
         # blocked in BRPOP, the reply unread) takes the message along, and nothing in Redis will
         # redeliver it. Such a task is QUEUED, in the dispatched set, and its message is neither
@@ -181,13 +184,13 @@ class Reconciler:
                 return 0
             waiting |= {task_id_of_queued(raw) for raw in self._redis.lrange(queue, 0, -1)}
         present = waiting | {task_id_of_unacked(raw) for raw in self._redis.hvals(UNACKED_KEY)}
-        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task_id) for task_id, _ in queued])
+        scores = self._redis.zmscore(DISPATCHED_KEY, [str(task.task_id) for task in queued])
         settled_before = time.time() - QUEUED_GRACE_S
         count = 0
-        for (task_id, kind), score in zip(queued, scores, strict=True):
-            if score is not None and score < settled_before and str(task_id) not in present:
-                logger.warning("the task's message vanished; sending it again", extra={"task_id": str(task_id)})
-                dispatch_sync(self._app, self._redis, self._registry, kind, task_id)
+        for task, score in zip(queued, scores, strict=True):
+            if score is not None and score < settled_before and str(task.task_id) not in present:
+                logger.warning("the task's message vanished; sending it again", extra={"task_id": str(task.task_id)})
+                dispatch_sync(self._app, self._redis, self._registry, task)
                 count += 1
         return count
 

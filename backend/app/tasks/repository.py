@@ -22,6 +22,14 @@ _BY_IDEMPOTENCY_KEY = select(Task.task_id, Task.created_at, Task.request_hash).w
 _FORGET_IDEMPOTENCY_KEY = update(Task).where(Task.task_id == bindparam("tid")).values(idempotency_key=None)
 
 
+class TaskRef(NamedTuple):
+    """What it takes to hand a task to a worker: its id, its kind and its user."""
+
+    task_id: uuid.UUID
+    kind: str
+    participant_id: uuid.UUID
+
+
 class EarlierSubmit(NamedTuple):
     """The task an Idempotency-Key was first used for."""
 
@@ -198,10 +206,17 @@ def set_last_event_id(db: Executor, task_id: uuid.UUID, event_id: str) -> None:
     db.execute(_SET_LAST_EVENT_ID, {"tid": task_id, "new_event_id": event_id})
 
 
-def running_started_before(session: Session, cutoff: datetime, limit: int = 500) -> list[uuid.UUID]:
+def participant_of(db: Executor, task_id: uuid.UUID) -> uuid.UUID | None:
+    """The user a task belongs to, or None when there is no such task."""
+    return db.execute(select(Task.participant_id).where(Task.task_id == task_id)).scalar_one_or_none()
+
+
+def running_started_before(session: Session, cutoff: datetime, limit: int = 500) -> list[TaskRef]:
     """Tasks marked running whose execution began before `cutoff` (their leases are checked next)."""
-    query = select(Task.task_id).where(Task.state.in_([str(s) for s in _RUNNING]), Task.started_at < cutoff)
-    return list(session.scalars(query.limit(limit)))
+    query = select(Task.task_id, Task.kind, Task.participant_id).where(
+        Task.state.in_([str(s) for s in _RUNNING]), Task.started_at < cutoff
+    )
+    return [TaskRef(*row) for row in session.execute(query.limit(limit))]
 
 
 def requeue(session: Session, task_id: uuid.UUID) -> bool:
@@ -214,13 +229,17 @@ def requeue(session: Session, task_id: uuid.UUID) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def queued_before(session: Session, cutoff: datetime, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
-    """QUEUED tasks last touched before `cutoff`, with their kinds."""
-    query = select(Task.task_id, Task.kind).where(Task.state == TaskState.QUEUED, Task.updated_at < cutoff)
-    return [(row.task_id, row.kind) for row in session.execute(query.limit(limit))]
+def queued_before(session: Session, cutoff: datetime, limit: int = 500) -> list[TaskRef]:
+    """QUEUED tasks last touched before `cutoff`."""
+    query = select(Task.task_id, Task.kind, Task.participant_id).where(
+        Task.state == TaskState.QUEUED, Task.updated_at < cutoff
+    )
+    return [TaskRef(*row) for row in session.execute(query.limit(limit))]
 
 
-def queued_among(session: Session, task_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, str]]:
-    """Which of `task_ids` are QUEUED, with their kinds."""
-    query = select(Task.task_id, Task.kind).where(Task.state == TaskState.QUEUED, Task.task_id.in_(task_ids))
-    return [(row.task_id, row.kind) for row in session.execute(query)]
+def queued_among(session: Session, task_ids: list[uuid.UUID]) -> list[TaskRef]:
+    """Which of `task_ids` are QUEUED."""
+    query = select(Task.task_id, Task.kind, Task.participant_id).where(
+        Task.state == TaskState.QUEUED, Task.task_id.in_(task_ids)
+    )
+    return [TaskRef(*row) for row in session.execute(query)]

@@ -139,6 +139,7 @@ class TaskRunner:
         client: aioredis.Redis,
         db: ThreadedDatabase,
         *,
+        broker: aioredis.Redis | None = None,
         leases: Leases | None = None,
         publisher: AsyncEnvelopePublisher | None = None,
     ):
@@ -146,7 +147,7 @@ class TaskRunner:
         self.registry = registry
         self.redis = client
         self.db = db
-        self.leases = leases or Leases(client, ttl_s=settings.task_lease_ttl_s)
+        self.leases = leases or Leases(client, broker or client, ttl_s=settings.task_lease_ttl_s)
         self.publisher = publisher or AsyncEnvelopePublisher(
             client, history_maxlen=settings.history_maxlen, history_ttl_s=settings.history_ttl_s
         )
@@ -154,19 +155,28 @@ class TaskRunner:
         self._slots = {kind.name: asyncio.Semaphore(kind.limits(settings).concurrency) for kind in registry}
         self.running = dict.fromkeys(registry.names, 0)  # deliveries in this process now, by kind
 
-    async def run(self, kind_name: str, task_id: uuid.UUID) -> None:
-        """Run one delivery of a task (a duplicate or finished one is acknowledged and skipped)."""
+    async def run(self, kind_name: str, task_id: uuid.UUID, participant_id: uuid.UUID | None = None) -> None:
+        """Run one delivery of a task (a duplicate or finished one is acknowledged and skipped).
+
+        `participant_id` is the task's user, as its message says; a message sent before
+        messages carried it (None) has it read from the task's row.
+        """
         kind = self.registry[kind_name]
         bind_log_context(task_id=str(task_id))
         self.running[kind.name] += 1
         try:
             async with self._slots[kind.name]:
-                await self._run(kind, task_id)
+                if participant_id is None:
+                    participant_id = await self.db.read(repository.participant_of, task_id)
+                    if participant_id is None:
+                        logger.warning("a message for a task that does not exist; acknowledging it")
+                        return
+                await self._run(kind, task_id, str(participant_id))
         finally:
             self.running[kind.name] -= 1
 
-    async def _run(self, kind: TaskKindSpec, task_id: uuid.UUID) -> None:
-        token = await self.leases.take(task_id)
+    async def _run(self, kind: TaskKindSpec, task_id: uuid.UUID, participant: str) -> None:
+        token = await self.leases.take(participant, task_id)
         if token is None:
             logger.info("task is running elsewhere; acknowledging a duplicate delivery")
             return
@@ -190,12 +200,12 @@ class TaskRunner:
             claimed, prepared = await self.db.write(claim)
         except BaseException:
             with contextlib.suppress(Exception):
-                await self.leases.release(task_id, token)
+                await self.leases.release(participant, task_id, token)
             raise
         if claimed is None:
             logger.info("task already finished; acknowledging a duplicate delivery without running it")
             async with self.redis.pipeline(transaction=False) as pipe:
-                self.leases.release_in(pipe, task_id, token)
+                self.leases.release_in(pipe, participant, task_id, token)
                 pipe.hincrby(METRICS_KEY, "duplicate_deliveries:finished", 1)
                 await pipe.execute(raise_on_error=False)
             return
@@ -223,7 +233,7 @@ class Execution:
         self._task = task
         self._token = token
         self._started_id = started_id
-        self._guard = runner.leases.guard(task.task_id, token)
+        self._guard = runner.leases.guard(str(task.participant_id), task.task_id, token)
         self._last_id: str | None = None  # the newest envelope this execution published
         # What the handler reported last and was not sent yet: it goes with the result.
         self._remaining: list[tuple[EnvelopeType, dict[str, Any]]] = []
@@ -269,7 +279,7 @@ class Execution:
                 started.cancel()
             if not self._released:
                 try:
-                    await self._runner.leases.release(self._task.task_id, self._token)
+                    await self._runner.leases.release(str(self._task.participant_id), self._task.task_id, self._token)
                 except redis.RedisError:
                     logger.warning("could not release the lease; it will expire", extra=self._log)
 
@@ -364,7 +374,7 @@ class Execution:
         while True:
             await asyncio.sleep(runner.settings.task_lease_ttl_s / 3)
             try:
-                state = await runner.leases.renew(task.task_id, self._token)
+                state = await runner.leases.renew(str(task.participant_id), task.task_id, self._token)
             except redis.RedisError:
                 logger.warning("could not renew the lease; trying again", extra=self._log, exc_info=True)
                 continue
@@ -433,7 +443,7 @@ class Execution:
             for key, fields in (outcome.tallies if outcome is not None else {}).items():
                 for name, amount in fields.items():
                     pipe.hincrby(key, name, amount)
-            runner.leases.release_in(pipe, task.task_id, self._token)
+            runner.leases.release_in(pipe, str(task.participant_id), task.task_id, self._token)
 
         participant, task_id = str(task.participant_id), str(task.task_id)
         # The last text first, fenced as all of the handler's envelopes; then the result: the

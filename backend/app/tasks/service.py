@@ -25,6 +25,7 @@ from app.tasks import repository
 from app.tasks.dispatch import TaskDispatcher, queue_unavailable
 from app.tasks.keys import cancel_key
 from app.tasks.registry import TaskRegistry
+from app.tasks.repository import TaskRef
 from app.tasks.schemas import TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ async def accept(
         return task_id
     tasks_submitted.labels(kind=kind).inc()
     try:
-        await dispatcher.enqueue(kind, task_id)
+        await dispatcher.enqueue(TaskRef(task_id, kind, participant_id))
     except Exception as exc:
         # Committed but not enqueued: fail the row so it never sits QUEUED, and tell the client.
         logger.exception("could not enqueue task", extra={"task_id": str(task_id)})
@@ -164,7 +165,7 @@ async def cancel(
         raise Conflict(f"the task already ended ({task.state})", code="task_finished")
     # The flag first: from now on the running execution's publishes are refused, so nothing
     # it sends can follow the CANCELLED envelope below.
-    await redis.set(cancel_key(task_id), "1", ex=_CANCEL_FLAG_TTL_S)
+    await redis.set(cancel_key(str(owner), task_id), "1", ex=_CANCEL_FLAG_TTL_S)
     event_id = id_ahead(task.last_event_id, headroom_ms=CANCEL_ID_HEADROOM_MS)
     cancelled = await session.run_sync(repository.finish, task_id, TaskState.CANCELLED, last_event_id=event_id)
     await session.commit()

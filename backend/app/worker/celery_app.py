@@ -51,7 +51,7 @@ def create_worker_app(settings: Settings, registry: TaskRegistry, queues: list[s
 
 def _add_task(app: Celery, runtime: Callable[[], WorkerRuntime], kind: str, task_name: str) -> None:
     @app.task(name=task_name)
-    def run(task_id: str) -> None:
+    def run(task_id: str, participant_id: str | None = None) -> None:
         """Run one delivery of the task on this process's event loop (ids, never objects, cross the broker)."""
         with log_context_bound(task_id=task_id):
-            runtime().run_task(kind, task_id)
+            runtime().run_task(kind, task_id, participant_id)

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from app.core.cancellation import cancel_and_wait
 from app.core.config import Settings
-from app.core.redis import create_async_redis
+from app.core.redis import create_async_bus_redis, create_async_redis
 from app.db.session import create_sync_engine
 from app.db.threaded import ThreadedDatabase
 from app.ops.presence import WORKERS_KEY, Heartbeat
@@ -57,8 +58,9 @@ class WorkerRuntime:
         self.watchdog.start()
         engine = create_sync_engine(settings.database_url)
         self.db = ThreadedDatabase.for_worker(engine)
-        self.redis = create_async_redis(settings.required_redis_url, max_connections=64)
-        self.runner = TaskRunner(settings, registry, self.redis, self.db)
+        self.broker = create_async_redis(settings.required_redis_url, max_connections=64)
+        self.redis = create_async_bus_redis(settings, self.broker, max_connections=64)
+        self.runner = TaskRunner(settings, registry, self.redis, self.db, broker=self.broker)
         self.runner.handlers.build(kinds)  # here, not on the loop: imports and client set-up block
         try:
             self.call(self.runner.leases.load())
@@ -97,16 +99,19 @@ class WorkerRuntime:
         """Run a coroutine on the loop and wait for its result (from any other thread)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def run_task(self, kind: str, task_id: str) -> None:
-        """Run one delivery of a task, as a Celery pool thread calls it; the id is parsed here, once."""
-        self.call(self.runner.run(kind, uuid.UUID(task_id)))
+    def run_task(self, kind: str, task_id: str, participant_id: str | None = None) -> None:
+        """Run one delivery of a task, as a Celery pool thread calls it; the ids are parsed here, once."""
+        participant = uuid.UUID(participant_id) if participant_id is not None else None
+        self.call(self.runner.run(kind, uuid.UUID(task_id), participant))
 
     def close(self) -> None:
         """Close the handlers' clients, Redis and the database, then stop the loop."""
         try:
-            self.call(_cancel(self._beating))  # its clean-up removes this process from the registry
+            self.call(cancel_and_wait([self._beating]))  # its clean-up removes this process from the registry
             self.call(self.runner.handlers.aclose())
             self.call(self.redis.aclose())
+            if self.broker is not self.redis:
+                self.call(self.broker.aclose())
         except Exception:
             logger.warning("worker clients did not close cleanly", exc_info=True)
         self.watchdog.stop()
@@ -117,11 +122,6 @@ class WorkerRuntime:
 
 async def _start(coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
     return asyncio.create_task(coro)
-
-
-async def _cancel(task: "asyncio.Task[None]") -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 _runtime: WorkerRuntime | None = None

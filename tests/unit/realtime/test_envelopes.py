@@ -8,6 +8,7 @@ from app.realtime.envelopes import (
     attach_id,
     control_frame,
     encode_body,
+    history_key,
     is_stream_id,
     participant_from_channel,
     stream_id_key,
@@ -43,7 +44,13 @@ def test_stream_ids_order_numerically_not_lexically() -> None:
 
 @pytest.mark.parametrize(
     ("channel", "expected"),
-    [(user_channel("abc"), "abc"), ("ws:user:", None), ("other:abc", None), ("ws:history:abc", None)],
+    [
+        (user_channel("abc"), "abc"),
+        ("ws:user:{}", None),
+        ("ws:user:abc", None),
+        ("other:{abc}", None),
+        (history_key("abc"), None),
+    ],
 )
 def test_participant_from_channel(channel: str, expected: str | None) -> None:
     assert participant_from_channel(channel) == expected

@@ -147,7 +147,7 @@ async def test_a_subscription_lost_while_a_socket_opens_is_filled_from_history()
     # hole, so the socket is caught up from history once the subscription is back.
     redis = _History("1-0")
     manager = ConnectionManager(redis=redis, history_maxlen=100, subscribe_wait_s=1.0)  # type: ignore[arg-type]
-    manager.subscriptions.listening = True
+    manager.subscriptions.set_listening(0, True)
     socket = RecordingSocket()
     connection = _connection(socket)
     opening = asyncio.create_task(manager.open(connection, None))
@@ -166,7 +166,7 @@ async def test_a_subscription_lost_while_a_socket_opens_is_filled_from_history()
 
     redis.xrevrange = read_during_an_outage  # type: ignore[method-assign]
     await opening
-    manager.subscriptions.listening = True
+    manager.subscriptions.set_listening(0, True)
     manager.subscriptions.to_send()
     manager.subscriptions.confirmed("p1")
     redis.ids.append("4-0")

@@ -218,16 +218,16 @@ class FakeLeases(Leases):
         self.token = token
         self.released: list[int] = []
 
-    async def take(self, task_id: uuid.UUID) -> int | None:
+    async def take(self, participant_id: str, task_id: uuid.UUID) -> int | None:
         return self.token
 
-    async def renew(self, task_id: uuid.UUID, token: int) -> LeaseState:
+    async def renew(self, participant_id: str, task_id: uuid.UUID, token: int) -> LeaseState:
         return LeaseState.HELD
 
-    async def release(self, task_id: uuid.UUID, token: int) -> None:
+    async def release(self, participant_id: str, task_id: uuid.UUID, token: int) -> None:
         self.released.append(token)
 
-    def release_in(self, pipe: Any, task_id: uuid.UUID, token: int) -> None:
+    def release_in(self, pipe: Any, participant_id: str, task_id: uuid.UUID, token: int) -> None:
         pipe.evalsha("release", 1, str(task_id), token)
 
 
