@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
 
 from app.core.processes import child_env, free_port, spawn, stop
 from app.realtime.envelopes import EnvelopeType
@@ -48,11 +49,14 @@ def _publish(
     count: int,
     rate: float,
     done: "multiprocessing.Queue[tuple[float, float]]",
+    cluster: bool = False,
 ) -> None:
-    """Publish `count` messages round-robin over `users` at `rate` per second; report (start time, seconds taken)."""
-    client = redis.Redis.from_url(redis_url)
+    """Publish `count` messages round-robin over `users` at `rate` per second; report (start time, seconds taken).
+
+    With `cluster`, `redis_url` is a seed node of the bus's Redis Cluster (Taskwire only)."""
+    client = RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
     if system == "taskwire":
-        publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=600)
+        publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=600)  # type: ignore[arg-type]
 
         def send(user: str) -> None:
             publisher.publish(user, EnvelopeType.CHAT_DELTA, "bench", {"delta": PAYLOAD, "t": time.time()})
@@ -80,7 +84,13 @@ def _publish(
 
 
 async def measure(
-    system: System, redis_url: str, users: list[str], sockets_per_user: int, rates: tuple[int, ...] = RATES
+    system: System,
+    redis_url: str,
+    users: list[str],
+    sockets_per_user: int,
+    rates: tuple[int, ...] = RATES,
+    *,
+    cluster: bool = False,
 ) -> list[dict[str, float]]:
     """Open the fleet, then offer each rate for DURATION_S; one row per rate."""
     clients = await fleet.open_fleet(system.urls, system.join, system.parse)
@@ -92,7 +102,7 @@ async def measure(
             messages = int(rate / sockets_per_user * DURATION_S)
             expected = messages * sockets_per_user
             done: multiprocessing.Queue[tuple[float, float]] = context.Queue()
-            args = (system.name, redis_url, users, messages, rate / sockets_per_user, done)
+            args = (system.name, redis_url, users, messages, rate / sockets_per_user, done, cluster)
             publisher = context.Process(target=_publish, args=args)
             cpu_before = sum(cpu_seconds(pid) for pid in system.pids)
             publisher.start()

@@ -195,7 +195,7 @@ def _replicas(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "No worker. Submits: closed loop, 64 in flight, requests taken by the replicas in turn; CPU is",
         "summed over the replicas. Fan-out: 1,000 sockets (one per user) spread over the replicas,",
-        "5,000 deliveries/s for 4 s; every replica receives every envelope.",
+        "5,000 deliveries/s for 4 s; a replica receives only the envelopes of the users it holds (§10).",
         "",
         "| replicas | submits/s | API CPU per submit | errors | fan-out delivered/s | delivered | P50 ms | P99 ms | RSS MiB (all) | Redis connections |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -210,6 +210,43 @@ def _replicas(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _bus(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "## 10. The bus: Redis → replica traffic, and a Redis Cluster",
+        "",
+        "Traffic: 1,000 users with one socket each, spread over the replicas; 10,000 envelopes published",
+        "round-robin over them at 2,500/s. Per envelope published: pub/sub messages all replicas received",
+        "(canaries included) and bytes Redis wrote to all clients (the publisher's replies included, the",
+        "same in every row). Baseline, same run and publisher: as many connections subscribed to the",
+        "pattern `ws:user:*` as there are replicas, as replicas listened until issue 18.",
+        "",
+        "| replicas | Taskwire: messages / envelope | Taskwire: Redis bytes out / envelope | delivered "
+        "| pattern baseline: messages / envelope | pattern baseline: bytes / envelope | bytes, Taskwire / baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["traffic"]:
+        ours, base = row["taskwire"], row["pattern"]
+        lines.append(
+            f"| {row['replicas']} | {ours['messages_per_envelope']:.2f} | {ours['bytes_per_envelope']:.0f} | "
+            f"{ours['delivered'] * 100:.1f} % | {base['messages_per_envelope']:.2f} | {base['bytes_per_envelope']:.0f} | "
+            f"{ours['bytes_per_envelope'] / base['bytes_per_envelope']:.2f} |"
+        )
+    lines += [
+        "",
+        "Fan-out to 1,000 sockets (1,000 × 1) on one replica at 5,000 deliveries/s, the bus on one Redis",
+        "and on a three-primary Redis Cluster on this machine (sharded pub/sub, one connection per primary):",
+        "",
+        "| bus | delivered/s | delivered | P50 ms | P99 ms | server CPU µs / delivery |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (row,) in result["fanout"].items():
+        lines.append(
+            f"| {name} | {row['delivered_per_s']:.0f} | {row['delivered'] * 100:.1f} % | {row['p50']:.1f} | "
+            f"{row['p99']:.1f} | {row['cpu_us']:.0f} |"
+        )
+    return lines
+
+
 SECTIONS = {
     "submit": _submit,
     "e2e": _e2e,
@@ -220,6 +257,7 @@ SECTIONS = {
     "replicas": _replicas,
     "classroom": report_tasks.classroom,
     "round_trips": report_tasks.round_trips,
+    "bus": _bus,
 }
 
 

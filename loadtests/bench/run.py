@@ -11,8 +11,10 @@
 8. Classroom: N learners ask the tutor at once against a streaming fake LLM; baselines: the
    previous runtime (from git) and the ceiling (one async process, no queue, no database).
 9. Round trips per no-delay chat, by process, for this runtime and the previous one.
+10. The bus: Redis -> replica messages and bytes per envelope for 1, 2 and 3 replicas (baseline:
+   pattern listeners, as before issue 18), and fan-out with the bus on a Redis Cluster.
 `python -m loadtests.bench.run` runs them all and writes docs/performance.md; name sections
-(`submit e2e fanout capacity resume duplicates replicas classroom round_trips`) to run only those, merged into the last run's figures.
+(`submit e2e fanout capacity resume duplicates replicas classroom round_trips bus`) to run only those, merged into the last run's figures.
 """
 
 import asyncio
@@ -28,7 +30,7 @@ from typing import Any
 import psycopg
 
 from app.core.embedded_redis import EmbeddedRedis
-from loadtests.bench import capacity, classroom, duplicates, fanout, latency, replicas, resume, round_trips, submit
+from loadtests.bench import bus, capacity, classroom, duplicates, fanout, latency, replicas, resume, round_trips, submit
 from loadtests.bench.report import report
 from loadtests.bench.stack import baseline_server, bench_stack
 
@@ -36,7 +38,18 @@ OUT = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 # Raw figures, kept after each section so a late failure does not lose the earlier ones (git-ignored).
 RAW = Path(__file__).resolve().parents[1] / "reports" / "bench-results.json"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SECTIONS = ("submit", "e2e", "fanout", "capacity", "resume", "duplicates", "replicas", "classroom", "round_trips")
+SECTIONS = (
+    "submit",
+    "e2e",
+    "fanout",
+    "capacity",
+    "resume",
+    "duplicates",
+    "replicas",
+    "classroom",
+    "round_trips",
+    "bus",
+)
 
 
 @contextlib.contextmanager
@@ -107,6 +120,7 @@ RUNNERS = {
     "replicas": replicas.run,
     "classroom": classroom.run,
     "round_trips": round_trips.run,
+    "bus": bus.run,
 }
 
 
