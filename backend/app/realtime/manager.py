@@ -86,15 +86,27 @@ class ClientConnection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        # uvicorn's "transport not paused" flag, when the socket comes from uvicorn: while it is
+        # set, a send runs to its end without waiting (see _write_now).
+        # The ASGI send under Starlette's, used for those writes (Starlette's own checks add two
+        # coroutine layers per frame and nothing a connected socket needs).
+        send = getattr(websocket, "_send", None)
+        writable = getattr(getattr(send, "__self__", None), "writable", None)
+        self._writable = writable if isinstance(writable, asyncio.Event) else None
+        self._asgi_send = send if self._writable is not None else None
 
-    def offer(self, envelope_id: str, text: str) -> bool:
-        """Queue a live envelope without waiting; False when the socket is too slow and is being closed."""
+    def offer(self, envelope_id: str, text: str, key: tuple[int, int] | None = None) -> bool:
+        """Queue a live envelope without waiting; False when the socket is too slow and is being closed.
+
+        `key` is `stream_id_key(envelope_id)`, when the caller has it (once per envelope).
+        """
         if self.close_code is not None:
             return False
         if self._held is not None:
             self._held.append((envelope_id, text))
             return True
-        key = stream_id_key(envelope_id)
+        if key is None:
+            key = stream_id_key(envelope_id)
         if self._watermark is not None and key <= self._watermark:
             return True  # already sent through replay
         if not self._put(text):
@@ -206,7 +218,38 @@ class ClientConnection:
         if self.close_code == CloseCode.SLOW_CONSUMER:
             return  # its sender was stopped on purpose; the client resumes from history
         if self._started and self._pending and (self._sender is None or self._sender.done()):
+            if self._write_now():
+                return
             self._sender = asyncio.get_running_loop().create_task(self._send_pending())
+
+    def _write_now(self) -> bool:
+        """Write the one frame waiting, here and now, when the write cannot wait; True if done.
+
+        Most live frames reach an idle socket one at a time, and a task per frame was the largest
+        cost of fan-out after the write itself (docs/scaling.md). uvicorn's send waits only while
+        its transport is paused, and writes after that wait: while the transport is writable the
+        whole call runs to its end in one step, without a task. A batch, a paused transport, or a
+        send that waits after all (nothing written yet) goes to the sender task.
+        """
+        if self._writable is None or not self._writable.is_set() or len(self._pending) != 1:
+            return False
+        text = self._pending[0]
+        if not isinstance(text, str) or self._asgi_send is None:
+            return False
+        step = self._asgi_send({"type": "websocket.send", "text": text})
+        try:
+            step.send(None)
+        except StopIteration:
+            self._pending.popleft()
+            self.unsent_bytes -= len(text)
+            return True
+        except Exception:  # the peer went away, as in _send_pending
+            self._pending.clear()
+            self.unsent_bytes, self.replaying = 0, False
+            logger.debug("sender stopped", exc_info=True)
+            return True
+        step.close()
+        return False
 
     def _raise_watermark(self, envelope_id: str, key: tuple[int, int]) -> None:
         if self._watermark is None or key > self._watermark:
@@ -301,7 +344,8 @@ class ConnectionManager:
         conns = self._by_participant.get(participant_id)
         if not conns:
             return 0
-        reached = sum(conn.offer(envelope_id, text) for conn in list(conns))
+        key = stream_id_key(envelope_id)
+        reached = sum(conn.offer(envelope_id, text, key) for conn in list(conns))
         metrics.ws_delivered.inc(reached)
         if reached < len(conns):
             metrics.ws_dropped.inc(len(conns) - reached)

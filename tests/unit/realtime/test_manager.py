@@ -390,3 +390,58 @@ async def test_a_listener_that_goes_deaf_after_working_is_detected_and_rebuilt()
             await asyncio.sleep(0.01)
     task.cancel()
     assert not bus.connected.is_set()
+
+
+class _UvicornLikeProtocol:
+    """The part of uvicorn's WSProtocol a send touches: it waits only while the transport is paused."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.written: list[str] = []
+
+    async def send(self, message: dict[str, str]) -> None:
+        await self.writable.wait()
+        self.written.append(message["text"])
+
+
+class _UvicornLikeSocket(RecordingSocket):
+    def __init__(self, protocol: _UvicornLikeProtocol) -> None:
+        super().__init__()
+        self._send = protocol.send
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+
+async def test_a_frame_for_an_idle_writable_socket_is_written_at_once_without_a_task() -> None:
+    protocol = _UvicornLikeProtocol()
+    manager = _manager()
+    connection = _connection(_UvicornLikeSocket(protocol))  # type: ignore[arg-type]
+    manager.register(connection)
+    connection.release([], [], floor_id=None)
+    connection.start()
+    for envelope_id in ("1-0", "2-0"):
+        manager.deliver("p1", envelope_id, _envelope(envelope_id))
+        assert protocol.written[-1] == _envelope(envelope_id), "written before deliver returned"
+    assert connection._sender is None and connection.unsent_bytes == 0
+
+
+async def test_while_the_transport_is_paused_frames_wait_for_the_sender_in_order_and_once() -> None:
+    protocol = _UvicornLikeProtocol()
+    protocol.writable.clear()
+    manager = _manager()
+    connection = _connection(_UvicornLikeSocket(protocol))  # type: ignore[arg-type]
+    manager.register(connection)
+    connection.release([], [], floor_id=None)
+    connection.start()
+    for envelope_id in ("1-0", "2-0", "3-0"):
+        manager.deliver("p1", envelope_id, _envelope(envelope_id))
+    await _drain()
+    assert protocol.written == [] and connection.unsent_bytes > 0
+    protocol.writable.set()
+    await _drain()
+    assert protocol.written == [_envelope(i) for i in ("1-0", "2-0", "3-0")]
+    manager.deliver("p1", "4-0", _envelope("4-0"))  # idle and writable again: at once
+    assert protocol.written[-1] == _envelope("4-0")
+    await connection.stop()
