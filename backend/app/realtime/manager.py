@@ -86,10 +86,9 @@ class ClientConnection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
-        # uvicorn's "transport not paused" flag, when the socket comes from uvicorn: while it is
-        # set, a send runs to its end without waiting (see _write_now).
-        # The ASGI send under Starlette's, used for those writes (Starlette's own checks add two
-        # coroutine layers per frame and nothing a connected socket needs).
+        # When the socket comes from uvicorn: its ASGI send (under Starlette's, whose checks add
+        # two coroutine layers per frame and nothing a connected socket needs) and its "transport
+        # not paused" flag, while which that send runs to its end without waiting (_write_now).
         send = getattr(websocket, "_send", None)
         writable = getattr(getattr(send, "__self__", None), "writable", None)
         self._writable = writable if isinstance(writable, asyncio.Event) else None
