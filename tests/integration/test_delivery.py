@@ -48,12 +48,11 @@ def worker(worker: Worker, bus: str, request: pytest.FixtureRequest) -> Worker:
 
 
 @pytest.fixture(scope="module")
-def publisher(bus_env: dict[str, str]) -> Iterator[EnvelopePublisher]:
-    url = bus_env.get("BUS_REDIS_URL") or bus_env["REDIS_URL"]
+def publisher(bus: str, bus_env: dict[str, str]) -> Iterator[EnvelopePublisher]:
     client = (
-        RedisCluster.from_url(url, decode_responses=True)
-        if "BUS_REDIS_URL" in bus_env
-        else redis.Redis.from_url(url, decode_responses=True)
+        redis.Redis.from_url(bus_env["REDIS_URL"], decode_responses=True)
+        if bus == ONE_REDIS
+        else RedisCluster.from_url(bus_env["BUS_REDIS_URL"], decode_responses=True)
     )
     yield EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)  # type: ignore[arg-type]
     client.close()
