@@ -3,7 +3,7 @@ per primary, a shard lost and back. The rest of the delivery suite runs on it in
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -22,6 +22,12 @@ def cluster(redis_cluster: LocalRedisCluster) -> Iterator[RedisCluster]:
     client = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+async def cluster_http(cluster_api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=cluster_api.base_url, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +67,13 @@ async def _users_on_two_shards(http: httpx.AsyncClient, cluster: RedisCluster) -
 
 
 async def test_each_user_is_one_shard_subscription_on_their_own_primary_and_no_pattern_anywhere(
-    cluster_api: ApiServer, cluster_api_b: ApiServer, redis_cluster: LocalRedisCluster, cluster: RedisCluster
+    cluster_http: httpx.AsyncClient,
+    cluster_api: ApiServer,
+    cluster_api_b: ApiServer,
+    redis_cluster: LocalRedisCluster,
+    cluster: RedisCluster,
 ) -> None:
-    async with httpx.AsyncClient(base_url=cluster_api.base_url, timeout=10) as http:
-        alice, bob = await _users_on_two_shards(http, cluster)
+    alice, bob = await _users_on_two_shards(cluster_http, cluster)
     ws_a, _ = await open_socket(cluster_api.ws_url, alice)
     ws_b, _ = await open_socket(cluster_api_b.ws_url, alice)
     ws_c, _ = await open_socket(cluster_api.ws_url, bob)
@@ -83,10 +92,13 @@ async def test_each_user_is_one_shard_subscription_on_their_own_primary_and_no_p
 
 
 async def test_a_replica_hears_only_the_users_it_holds_on_the_cluster(
-    cluster_api: ApiServer, cluster_api_b: ApiServer, cluster: RedisCluster, publisher: EnvelopePublisher
+    cluster_http: httpx.AsyncClient,
+    cluster_api: ApiServer,
+    cluster_api_b: ApiServer,
+    cluster: RedisCluster,
+    publisher: EnvelopePublisher,
 ) -> None:
-    async with httpx.AsyncClient(base_url=cluster_api.base_url, timeout=10) as http:
-        alice = await register(http)
+    alice = await register(cluster_http)
     ws, _ = await open_socket(cluster_api.ws_url, alice)
     async with ws:
         before = _received(cluster_api_b.base_url)
@@ -98,10 +110,13 @@ async def test_a_replica_hears_only_the_users_it_holds_on_the_cluster(
 
 
 async def test_a_shard_killed_and_restarted_loses_nothing_and_the_other_shards_carry_on(
-    cluster_api: ApiServer, redis_cluster: LocalRedisCluster, cluster: RedisCluster, publisher: EnvelopePublisher
+    cluster_http: httpx.AsyncClient,
+    cluster_api: ApiServer,
+    redis_cluster: LocalRedisCluster,
+    cluster: RedisCluster,
+    publisher: EnvelopePublisher,
 ) -> None:
-    async with httpx.AsyncClient(base_url=cluster_api.base_url, timeout=10) as http:
-        doomed, spared = await _users_on_two_shards(http, cluster)
+    doomed, spared = await _users_on_two_shards(cluster_http, cluster)
     ws_doomed, _ = await open_socket(cluster_api.ws_url, doomed)
     ws_spared, _ = await open_socket(cluster_api.ws_url, spared)
     async with ws_doomed, ws_spared:
@@ -133,10 +148,12 @@ async def test_a_shard_killed_and_restarted_loses_nothing_and_the_other_shards_c
 
 
 async def test_envelopes_published_while_the_shard_listeners_reconnect_still_arrive(
-    cluster_api: ApiServer, redis_cluster: LocalRedisCluster, publisher: EnvelopePublisher
+    cluster_http: httpx.AsyncClient,
+    cluster_api: ApiServer,
+    redis_cluster: LocalRedisCluster,
+    publisher: EnvelopePublisher,
 ) -> None:
-    async with httpx.AsyncClient(base_url=cluster_api.base_url, timeout=10) as http:
-        account = await register(http)
+    account = await register(cluster_http)
     ws, _ = await open_socket(cluster_api.ws_url, account)
     async with ws:
         for port in redis_cluster.ports:

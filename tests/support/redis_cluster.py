@@ -16,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from app.core.embedded_redis import wait_until_answering
 from app.core.processes import spawn, stop
 
 _BUS_OFFSET = 10000
@@ -113,19 +114,7 @@ class LocalRedisCluster:
             "--logfile", str(data / "redis.log"),
         ]  # fmt: skip
         self.processes[port] = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if self.processes[port].poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on {port} did not start; see {data / 'redis.log'}") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        wait_until_answering(port, self.processes[port], timeout_s=timeout_s, log=data / "redis.log")
 
     def kill_node(self, port: int) -> None:
         """kill -9 the node on `port` (its append-only file keeps what it acknowledged)."""

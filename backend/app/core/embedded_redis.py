@@ -41,22 +41,12 @@ class EmbeddedRedis:
             *persistence,
         ]  # fmt: skip
         self.process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout_s
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return self
-                except redis.ConnectionError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(
-                            f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}"
-                        ) from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+            wait_until_answering(self.port, self.process, timeout_s=timeout_s, log=self.data_dir / "redis.log")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """Stop the server (it saves its append-only file first when persistent)."""
@@ -69,3 +59,20 @@ class EmbeddedRedis:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def wait_until_answering(port: int, process: "subprocess.Popen[bytes]", *, timeout_s: float, log: Path) -> None:
+    """Wait until the redis-server on `port` answers PING; RuntimeError naming `log` if it exits or is too slow."""
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not start; see {log}") from None
+                time.sleep(0.05)
+    finally:
+        client.close()

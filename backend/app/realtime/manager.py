@@ -362,7 +362,7 @@ class ConnectionManager:
         epoch = subscriptions.epoch_of(participant_id)
         if last_id is None:
             # Live only: whatever arrives from now on, nothing older.
-            head = await history.head_id(self._redis, connection.participant_id)
+            head = await history.head_id(self._redis, participant_id)
             replay = history.Replay(head_id=head)
         else:
             replay = await self._history_after(connection, last_id)

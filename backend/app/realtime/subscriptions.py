@@ -54,11 +54,6 @@ class Subscriptions:
         """How many subscription connections there are."""
         return len(self._shards)
 
-    @property
-    def wanted(self) -> set[str]:
-        """The participants this replica holds sockets for."""
-        return set().union(*(shard.wanted for shard in self._shards))
-
     def wanted_in(self, shard: int) -> int:
         """How many of them the shard serves."""
         return len(self._shards[shard].wanted)

@@ -1,5 +1,6 @@
 """Execution leases: at most one worker runs a task at a time, and a dead worker's task can be taken over."""
 
+import asyncio
 import uuid
 from enum import StrEnum
 
@@ -59,9 +60,11 @@ class Leases:
         The broker no longer holds the message, whatever happens next: one dropped here while
         the task is still QUEUED is the reconciler's to send again.
         """
-        await self._broker.zrem(DISPATCHED_KEY, str(task_id))
         keys = [lease_key(participant_id, task_id), fence_key(participant_id, task_id)]
-        token = await self._take(keys=keys, args=[self._ttl_ms, _FENCE_TTL_S])
+        # Two Redis roles, one wait: the broker's record and the lease do not depend on each other.
+        _, token = await asyncio.gather(
+            self._broker.zrem(DISPATCHED_KEY, str(task_id)), self._take(keys=keys, args=[self._ttl_ms, _FENCE_TTL_S])
+        )
         if token is None:
             await self._client.hincrby(METRICS_KEY, "duplicate_deliveries:running", 1)
             return None

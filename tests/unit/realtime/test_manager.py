@@ -6,7 +6,7 @@ import json
 from starlette.websockets import WebSocketState
 
 from app.realtime.bus import BusListener
-from app.realtime.envelopes import CloseCode, user_channel
+from app.realtime.envelopes import CloseCode, attach_id, user_channel
 from app.realtime.history import HistoryEntry
 from app.realtime.manager import ClientConnection, ConnectionManager
 
@@ -37,7 +37,8 @@ class RecordingSocket:
 
 
 def _envelope(envelope_id: str) -> str:
-    return json.dumps({"id": envelope_id, "type": "chat_delta"})
+    """An envelope as the publish script sends it (the id spliced in first)."""
+    return attach_id('{"type":"chat_delta"}', envelope_id)
 
 
 def _entries(*ids: str) -> list[HistoryEntry]:
@@ -317,6 +318,7 @@ async def test_bus_skips_malformed_messages_and_delivers_good_ones() -> None:
     for channel, data in [
         (user_channel("p1"), "not json"),
         (user_channel("p1"), json.dumps({"id": "nope"})),
+        (user_channel("p1"), attach_id('{"type":"chat_delta"}', "nope")),
         (user_channel("p1"), json.dumps([1, 2])),
         ("elsewhere", _envelope("1-0")),
         (user_channel("p1"), b"bytes"),
