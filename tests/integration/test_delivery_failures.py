@@ -58,6 +58,56 @@ async def test_messages_published_while_the_listener_reconnects_still_arrive(
     assert _ready(api) == 200
 
 
+async def test_envelopes_published_without_pause_through_a_reconnect_arrive_once_each_in_order(
+    api: ApiServer, http: httpx.AsyncClient, redis_server: EmbeddedRedis
+) -> None:
+    # Envelopes keep coming while the listener re-subscribes: the first ones after the user's
+    # subscription is back arrive before the listener has heard its canary, and must wait for
+    # the catch-up that fills the outage instead of overtaking it.
+    account = await register(http)
+    ws, _ = await open_socket(api.ws_url, account)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    publisher = EnvelopePublisher(client, history_maxlen=5000, history_ttl_s=3600)
+    published: list[str] = []
+    received: list[str] = []
+    stop = asyncio.Event()
+
+    def publish_until_stopped() -> None:
+        while not stop.is_set():
+            published.append(publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "x"}))
+
+    async def read() -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] == "chat_delta":
+                received.append(frame["id"])
+
+    reader = asyncio.create_task(read())
+    try:
+        before = api.log_text().count("caught up sockets from history")
+        publishing = asyncio.create_task(asyncio.to_thread(publish_until_stopped))
+        await asyncio.sleep(0.2)
+        assert client.client_kill_filter(_type="pubsub") >= 1
+        await asyncio.to_thread(
+            wait_until,
+            lambda: api.log_text().count("caught up sockets from history") > before,
+            timeout_s=15,
+            what="the replica to re-subscribe and catch its sockets up",
+        )
+        await asyncio.sleep(0.3)
+        stop.set()
+        await publishing
+        await asyncio.to_thread(
+            wait_until, lambda: published[-1] in received, timeout_s=15, what="the last envelope to arrive"
+        )
+    finally:
+        stop.set()
+        reader.cancel()
+        await ws.close()
+        client.close()
+    assert received == published, f"{len(published)} published, {len(received)} received"
+
+
 @pytest.fixture
 def own_stack(
     stack_env: dict[str, str], tmp_path: Path, log_dir: Path

@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -14,6 +15,7 @@ from app.core.cancellation import cancel_and_wait
 from app.metrics import registry as metrics
 from app.realtime.envelopes import is_stream_id, participant_from_channel, user_channel
 from app.realtime.manager import ConnectionManager
+from app.realtime.subscriber import Subscriber, SubscriberLost, open_subscriber
 
 # Channels per SUBSCRIBE / UNSUBSCRIBE command: a reconnect re-subscribes every user held in a
 # few commands, none of them large enough to stall Redis.
@@ -62,6 +64,8 @@ class BusListener:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.last_canary_heard_at = 0.0
+        self._canary_subscribed = asyncio.Event()
+        self._canary_heard = asyncio.Event()
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with capped exponential backoff."""
@@ -87,57 +91,49 @@ class BusListener:
 
     async def _listen_once(self, *, after_outage: bool) -> None:
         subscriptions = self._manager.subscriptions
-        async with self._client.pubsub() as pubsub:
-            await self._subscribe(pubsub, [self._canary_channel])
+        self._canary_subscribed.clear()
+        self._canary_heard.clear()
+        async with open_subscriber(self._client, self._on_reply, sharded=self._sharded) as subscriber:
+            subscriber.subscribe([self._canary_channel])
             # run() reset the shard when the last connection was lost: everything wanted is sent again.
             subscriptions.set_listening(self._shard, True)
-            sender = asyncio.create_task(self._send_subscriptions(pubsub), name="bus-subscriptions")
+            if after_outage:
+                # Envelopes are dispatched as they arrive, so hold every greeted socket of the
+                # shard before its users' channels are subscribed again: no live envelope may
+                # reach one before the history read that fills the outage. Sockets still opening
+                # see the lost subscription themselves (`Subscriptions.epoch_of`).
+                mine = subscriptions.shard_of
+                self._manager.catch_up_later(
+                    [c for c in self._manager.connections() if c.greeted and mine(c.participant_id) == self._shard]
+                )
+            sender = asyncio.create_task(self._send_subscriptions(subscriber), name="bus-subscriptions")
             try:
-                await self._wait_for_canary(pubsub, sender)
+                await self._wait_for_canary(subscriber, sender)
                 self.connected.set()
                 logger.info(
                     "bus listener subscribed",
                     extra={"shard": self._shard, "users": subscriptions.wanted_in(self._shard)},
                 )
-                if after_outage:
-                    # Hold every greeted socket of the shard now, before any new live message is
-                    # dispatched, so the history read that follows cannot miss one. Sockets still
-                    # opening see the lost subscription themselves (`Subscriptions.epoch_of`).
-                    mine = subscriptions.shard_of
-                    self._manager.catch_up_later(
-                        [c for c in self._manager.connections() if c.greeted and mine(c.participant_id) == self._shard]
-                    )
-                next_canary = time.monotonic() + self._canary_interval_s
                 while True:
-                    await self._receive(pubsub, sender, timeout_s=min(1.0, self._canary_interval_s))
-                    now = time.monotonic()
-                    if now >= next_canary:
-                        if now - self.last_canary_heard_at > 3 * self._canary_interval_s:
-                            raise DeafListener("no canary heard for three intervals")
-                        await self._publish_canary()
-                        next_canary = now + self._canary_interval_s
+                    await self._until_ended(subscriber, sender, timeout_s=self._canary_interval_s)
+                    if time.monotonic() - self.last_canary_heard_at > 3 * self._canary_interval_s:
+                        raise DeafListener("no canary heard for three intervals")
+                    await self._publish_canary()
             finally:
                 await _stop(sender)
 
-    async def _send_subscriptions(self, pubsub: aioredis.client.PubSub) -> None:
-        # Sockets that open in one turn of the loop share a command; so do those that open
-        # while the previous command is being written.
+    async def _send_subscriptions(self, subscriber: Subscriber) -> None:
+        # Sockets that open in one turn of the loop share a command.
         subscriptions = self._manager.subscriptions
         changed = subscriptions.changed(self._shard)
         while True:
             await changed.wait()
             await asyncio.sleep(0)
             subscribe, unsubscribe = subscriptions.to_send(self._shard)
-            await self._subscribe(pubsub, [user_channel(p) for p in subscribe])
-            await self._unsubscribe(pubsub, [user_channel(p) for p in unsubscribe])
-
-    async def _subscribe(self, pubsub: aioredis.client.PubSub, channels: list[str]) -> None:
-        for batch in self._batches(channels):
-            await (pubsub.ssubscribe(*batch) if self._sharded else pubsub.subscribe(*batch))
-
-    async def _unsubscribe(self, pubsub: aioredis.client.PubSub, channels: list[str]) -> None:
-        for batch in self._batches(channels):
-            await (pubsub.sunsubscribe(*batch) if self._sharded else pubsub.unsubscribe(*batch))
+            for batch in self._batches([user_channel(p) for p in subscribe]):
+                subscriber.subscribe(batch)
+            for batch in self._batches([user_channel(p) for p in unsubscribe]):
+                subscriber.unsubscribe(batch)
 
     def _batches(self, channels: list[str]) -> list[list[str]]:
         # One command per SUBSCRIBE_BATCH channels; SSUBSCRIBE takes channels of one slot only
@@ -155,34 +151,48 @@ class BusListener:
         else:
             await self._client.publish(self._canary_channel, "canary")
 
-    async def _receive(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]", *, timeout_s: float) -> None:
-        """Handle the next message, if one comes within the timeout."""
-        if sender.done():
-            sender.result()  # the subscription commands failed: raise it, so the listener reconnects
-        message = await pubsub.get_message(timeout=timeout_s)
-        if message is None:
-            return
-        kind, channel = message.get("type"), message.get("channel")
-        if kind in ("message", "smessage"):
-            self.dispatch(channel, message.get("data"))
-        elif kind in ("subscribe", "ssubscribe") and isinstance(channel, str) and channel != self._canary_channel:
-            participant_id = participant_from_channel(channel)
-            if participant_id is not None:
-                self._manager.subscriptions.confirmed(participant_id)
+    @staticmethod
+    async def _until_ended(subscriber: Subscriber, sender: "asyncio.Task[None]", *, timeout_s: float) -> None:
+        """Wait up to `timeout_s`; raise at once if the connection or the subscription sender ended."""
+        ended: set[asyncio.Future[Any]] = {subscriber.lost, sender}
+        await asyncio.wait(ended, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        _raise_if_ended(subscriber, sender)
 
-    async def _wait_for_canary(self, pubsub: aioredis.client.PubSub, sender: "asyncio.Task[None]") -> None:
-        # Ready means messages really flow: publish a canary and hear it before saying so.
-        sent_at = time.monotonic()
-        await self._publish_canary()
-        async with asyncio.timeout(3 * self._canary_interval_s):
-            while self.last_canary_heard_at < sent_at:
-                await self._receive(pubsub, sender, timeout_s=1.0)
+    async def _wait_for_canary(self, subscriber: Subscriber, sender: "asyncio.Task[None]") -> None:
+        # Ready means messages really flow: once Redis confirms the canary's subscription (a
+        # publish on another connection could overtake it), publish a canary and hear it.
+        for step in ("subscribed", "heard"):
+            if step == "heard":
+                await self._publish_canary()
+            event = self._canary_subscribed if step == "subscribed" else self._canary_heard
+            waiter = asyncio.ensure_future(event.wait())
+            try:
+                ended: set[asyncio.Future[Any]] = {waiter, subscriber.lost, sender}
+                await asyncio.wait(ended, timeout=3 * self._canary_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if not event.is_set():
+                _raise_if_ended(subscriber, sender)
+                raise DeafListener(f"the canary was not {step}")
+
+    def _on_reply(self, reply: list[object]) -> None:
+        # Called for each push as it is read, in order, on the event loop (subscriber.py).
+        kind = reply[0]
+        if kind == "message" or kind == "smessage":
+            self.dispatch(reply[1], reply[2])
+        elif kind in ("subscribe", "ssubscribe") and isinstance(reply[1], str):
+            participant_id = participant_from_channel(reply[1])
+            if reply[1] == self._canary_channel:
+                self._canary_subscribed.set()
+            elif participant_id is not None:
+                self._manager.subscriptions.confirmed(participant_id)
 
     def dispatch(self, channel: object, data: object) -> None:
         """Route one pub/sub message; a malformed one is logged and skipped, never raised."""
         metrics.bus_received.inc()
         if channel == self._canary_channel:
             self.last_canary_heard_at = time.monotonic()
+            self._canary_heard.set()
             return
         participant_id = participant_from_channel(channel) if isinstance(channel, str) else None
         if participant_id is not None and not self._manager.holds(participant_id):
@@ -197,6 +207,14 @@ class BusListener:
             logger.warning("bus skipped a malformed message", extra={"channel": str(channel)[:200]})
             return
         self._manager.deliver(participant_id, str(envelope_id), str(data))
+
+
+def _raise_if_ended(subscriber: Subscriber, sender: "asyncio.Task[None]") -> None:
+    if subscriber.lost.done():
+        raise subscriber.lost.result()
+    if sender.done():
+        sender.result()  # the subscription commands failed: raise it, so the listener reconnects
+        raise SubscriberLost("the subscription sender stopped")
 
 
 async def _stop(task: "asyncio.Task[None]") -> None:

@@ -1,0 +1,148 @@
+"""One Redis connection in subscribe mode, read in batches: every reply that has arrived is
+handed on in one synchronous pass as the bytes come in.
+
+redis-py's `PubSub.get_message` costs a task wake-up, a timeout, a retry wrapper, a health
+check and a dict per message; on a replica fanning out thousands of envelopes a second that
+was a fifth of its busy time (docs/performance.md). Subscribe mode needs little of a client:
+connect, authenticate, write (S)SUBSCRIBE commands, read pushes. This is that, on an asyncio
+protocol fed to hiredis's reader.
+"""
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+
+# A push or reply from Redis, as hiredis reads it: ["message", channel, data], ["subscribe", channel, count], ...
+Reply = list[object]
+OnReply = Callable[[Reply], None]
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class SubscriberLost(ConnectionError):
+    """The subscribe connection closed, failed, or Redis refused one of its commands."""
+
+
+class _SubscriberProtocol(asyncio.Protocol):
+    def __init__(self, on_reply: OnReply):
+        self._on_reply = on_reply
+        # Text, as the rest of the bus reads it; bytes that are not UTF-8 come out replaced and
+        # the envelope is skipped as malformed further on, the connection carries on.
+        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        self._waiting: deque[asyncio.Future[object]] = deque()  # replies to AUTH, before subscribe mode
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[SubscriberLost] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                if self._waiting:
+                    self._waiting.popleft().set_result(reply)
+                elif isinstance(reply, hiredis.ReplyError):
+                    raise SubscriberLost(f"Redis refused a subscription command: {reply}")
+                elif isinstance(reply, list):
+                    self._on_reply(reply)
+        except Exception as exc:  # a protocol error, a refusal, or a bug in the handler: start over
+            self.fail(exc if isinstance(exc, SubscriberLost) else SubscriberLost(repr(exc)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(SubscriberLost(f"connection lost: {exc!r}" if exc else "connection closed by Redis"))
+
+    def fail(self, reason: SubscriberLost) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(reason)
+        self._waiting.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def request(self, *args: str) -> "asyncio.Future[object]":
+        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self.write(*args)
+        return waiter
+
+    def write(self, *args: str) -> None:
+        if self.lost.done() or self.transport is None:
+            raise self.lost.result() if self.lost.done() else SubscriberLost("not connected")
+        self.transport.write(pack(args))
+
+
+class Subscriber:
+    """An open subscribe connection: `subscribe`/`unsubscribe` write at once (their
+    confirmations come back through `on_reply`), `lost` resolves when it ends."""
+
+    def __init__(self, protocol: _SubscriberProtocol, *, sharded: bool):
+        self._protocol = protocol
+        self._sharded = sharded
+        self.lost = protocol.lost
+
+    def subscribe(self, channels: list[str]) -> None:
+        """Subscribe to `channels` (SSUBSCRIBE when sharded: then all of one slot)."""
+        if channels:
+            self._protocol.write("SSUBSCRIBE" if self._sharded else "SUBSCRIBE", *channels)
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        """Unsubscribe from `channels`."""
+        if channels:
+            self._protocol.write("SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE", *channels)
+
+
+@contextlib.asynccontextmanager
+async def open_subscriber(
+    client: aioredis.Redis, on_reply: OnReply, *, sharded: bool = False
+) -> AsyncIterator[Subscriber]:
+    """A subscribe connection to the Redis `client` talks to (its address, credentials and TLS),
+    closed on exit. `on_reply` gets every push, in order, on the event loop."""
+    pool = client.connection_pool
+    options = pool.connection_kwargs
+    loop = asyncio.get_running_loop()
+    protocol = _SubscriberProtocol(on_reply)
+    async with asyncio.timeout(options.get("socket_connect_timeout") or CONNECT_TIMEOUT_S):
+        if issubclass(pool.connection_class, UnixDomainSocketConnection):
+            await loop.create_unix_connection(lambda: protocol, options["path"])
+        else:
+            context = _ssl_context(pool) if issubclass(pool.connection_class, SSLConnection) else None
+            host, port = options.get("host", "localhost"), options.get("port", 6379)
+            await loop.create_connection(lambda: protocol, host, port, ssl=context)
+        try:
+            if options.get("password"):
+                user = [options["username"]] if options.get("username") else []
+                reply = await protocol.request("AUTH", *user, options["password"])
+                if isinstance(reply, hiredis.ReplyError):
+                    raise SubscriberLost(f"Redis refused the bus's credentials: {reply}")
+        except BaseException:
+            protocol.fail(SubscriberLost("closed during its handshake"))
+            raise
+    try:
+        yield Subscriber(protocol, sharded=sharded)
+    finally:
+        protocol.fail(SubscriberLost("closed"))
+
+
+def _ssl_context(pool: aioredis.ConnectionPool) -> ssl.SSLContext:
+    # The pool's own connection class builds the context from the URL's ssl_* options (no I/O).
+    connection = pool.connection_class(**pool.connection_kwargs)
+    context: ssl.SSLContext = connection.ssl_context.get()  # type: ignore[attr-defined]
+    return context
+
+
+def pack(args: tuple[str, ...]) -> bytes:
+    """One command in Redis's protocol (RESP)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

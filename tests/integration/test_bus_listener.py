@@ -1,0 +1,150 @@
+"""The bus listener's own subscribe connection on a real Redis: batched reads, credentials, a
+lost or deaf connection."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from app.core.embedded_redis import EmbeddedRedis
+from app.realtime.bus import BusListener
+from app.realtime.manager import ConnectionManager
+from app.realtime.subscriber import SubscriberLost, open_subscriber
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    connection = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own that asks for a password, and has a user `bus` with another."""
+    with EmbeddedRedis(tmp_path / "locked") as server, redis.Redis(port=server.port) as admin:
+        admin.execute_command("ACL", "SETUSER", "bus", "on", ">bus-secret", "~*", "&*", "+@all")
+        admin.config_set("requirepass", "default-secret")
+        yield server
+
+
+def _channel() -> str:
+    return f"test:bus-listener:{uuid.uuid4().hex}"
+
+
+async def _until(condition: object, what: str, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+    assert condition(), what  # type: ignore[operator]
+
+
+async def test_a_burst_published_in_one_write_arrives_whole_and_in_order(client: aioredis.Redis) -> None:
+    replies: list[list[object]] = []
+    channel = _channel()
+    async with open_subscriber(client, replies.append) as subscriber:
+        subscriber.subscribe([channel])
+        await _until(lambda: replies, "the subscription's confirmation")
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(3000):
+                pipe.publish(channel, f"{i}:" + "é" * 200)  # ~1.2 MB: many socket reads, split anywhere
+            await pipe.execute()
+        await _until(lambda: len(replies) == 3001, "every message")
+    assert replies[0] == ["subscribe", channel, 1]
+    assert [reply[2] for reply in replies[1:]] == [f"{i}:" + "é" * 200 for i in range(3000)]
+
+
+@pytest.mark.parametrize("credentials", [":default-secret@", "bus:bus-secret@"], ids=["password", "user"])
+async def test_the_subscriber_authenticates_as_the_url_says(locked_redis: EmbeddedRedis, credentials: str) -> None:
+    client = aioredis.Redis.from_url(f"redis://{credentials}127.0.0.1:{locked_redis.port}/0", decode_responses=True)
+    replies: list[list[object]] = []
+    channel = _channel()
+    try:
+        async with open_subscriber(client, replies.append) as subscriber:
+            subscriber.subscribe([channel])
+            await _until(lambda: replies, "the subscription's confirmation")
+            await client.publish(channel, "hello")
+            await _until(lambda: len(replies) == 2, "the message")
+        assert replies[1] == ["message", channel, "hello"]
+    finally:
+        await client.aclose()
+
+
+async def test_wrong_credentials_are_a_clear_error_not_a_hang(locked_redis: EmbeddedRedis) -> None:
+    client = aioredis.Redis.from_url(f"redis://:wrong@127.0.0.1:{locked_redis.port}/0")
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(SubscriberLost, match="refused the bus's credentials"):
+                async with open_subscriber(client, lambda _reply: None):
+                    pass
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_killed_by_redis_is_noticed_at_once(locked_redis: EmbeddedRedis) -> None:
+    # A Redis of its own: killing every subscriber there touches no other test's.
+    client = aioredis.Redis.from_url(f"redis://:default-secret@127.0.0.1:{locked_redis.port}/0", decode_responses=True)
+    replies: list[list[object]] = []
+    try:
+        async with open_subscriber(client, replies.append) as subscriber:
+            subscriber.subscribe([_channel()])
+            await _until(lambda: replies, "the subscription's confirmation")
+            assert await client.client_kill_filter(_type="pubsub") == 1
+            reason = await asyncio.wait_for(asyncio.shield(subscriber.lost), 5)
+        assert isinstance(reason, SubscriberLost) and "closed by Redis" in str(reason)
+    finally:
+        await client.aclose()
+
+
+class _Muffled:
+    """The bus client, except that publishes after the first `audible` go nowhere: a subscription
+    that looks connected but hears nothing."""
+
+    def __init__(self, client: aioredis.Redis, audible: int) -> None:
+        self.connection_pool = client.connection_pool
+        self._client = client
+        self.audible = audible
+        self.published = 0
+
+    async def publish(self, channel: str, message: str) -> int:
+        self.published += 1
+        if self.published > self.audible:
+            return 0
+        return int(await self._client.publish(channel, message))
+
+
+def _manager(client: aioredis.Redis) -> ConnectionManager:
+    return ConnectionManager(client, history_maxlen=100)
+
+
+async def test_a_listener_that_hears_nothing_is_never_ready_and_keeps_retrying(client: aioredis.Redis) -> None:
+    muffled = _Muffled(client, audible=0)
+    bus = BusListener(muffled, _manager(client), canary_interval_s=0.05, max_backoff_s=0.05)  # type: ignore[arg-type]
+    task = asyncio.create_task(bus.run())
+    try:
+        async with asyncio.timeout(10):
+            while bus.reconnects < 2:
+                await asyncio.sleep(0.01)
+        assert not bus.connected.is_set(), "a deaf subscription must not count as ready"
+        assert muffled.published >= 2, "each attempt publishes a canary and waits to hear it"
+    finally:
+        task.cancel()
+
+
+async def test_a_listener_that_goes_deaf_after_working_is_detected_and_rebuilt(client: aioredis.Redis) -> None:
+    bus = BusListener(_Muffled(client, audible=1), _manager(client), canary_interval_s=0.05, max_backoff_s=0.05)  # type: ignore[arg-type]
+    task = asyncio.create_task(bus.run())
+    try:
+        async with asyncio.timeout(10):
+            await bus.connected.wait()  # the first canary was heard
+            while bus.reconnects < 1:
+                await asyncio.sleep(0.01)
+        assert not bus.connected.is_set()
+    finally:
+        task.cancel()
