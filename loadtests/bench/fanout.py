@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -144,46 +145,76 @@ def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[int]:
         stop(process)
 
 
-async def run(stack: BenchStack, jwt_secret: str) -> dict[str, list[dict[str, float]]]:
-    """Every shape on every system; rows keyed by "system, users x sockets"."""
-    results: dict[str, list[dict[str, float]]] = {}
+RATIO_RATE = 5000  # deliveries/s at which the per-core ratios are taken
+RATIO_ROUNDS = 3  # each system measured this many times, in turn, for the ratios
+
+
+async def run(stack: BenchStack, jwt_secret: str) -> dict[str, Any]:
+    """Every shape on every system; rows keyed by "system, users x sockets", and under "ratio
+    rounds" the CPU per delivery of each system at RATIO_RATE, measured in turn RATIO_ROUNDS times.
+
+    One sweep per system is at the mercy of whatever else the machine did in those seconds (the
+    bare loop's figure moved by half between runs an hour apart); systems measured in turn, with
+    all three servers up, share that noise, and the median of the rounds keeps one bad step out.
+    """
+    results: dict[str, Any] = {}
+    rounds: dict[str, dict[str, list[float]]] = {}
     for user_count, per_user in SHAPES:
         tokens = fleet.mint_tokens(jwt_secret, user_count)
         users = list(tokens)
         shape = f"{user_count} x {per_user}"
         sockets = [user for user in users for _ in range(per_user)]
-        taskwire = System(
-            "taskwire",
-            [(f"{stack.ws_url}/ws/user/{user}", user) for user in sockets],
-            fleet.taskwire_join(tokens),
-            fleet.taskwire_parse,
-            [stack.api_pid],
-        )
-        results[f"taskwire, {shape}"] = await measure(taskwire, stack.redis_url, users, per_user)
-
-        port = free_port()
-        socketio_args = [sys.executable, "-m", "uvicorn", "loadtests.bench.socketio_app:app", "--port", str(port)]
-        with _server(
-            [*socketio_args, "--log-level", "warning"],
-            stack.redis_url,
-            f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling",
-        ) as pid:
-            url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
-            system = System(
-                "python-socketio", [(url, user) for user in sockets], fleet.socketio_join, fleet.socketio_parse, [pid]
-            )
-            results[f"python-socketio, {shape}"] = await measure(system, stack.redis_url, users, per_user)
-
-        port = free_port()
-        with _server(
-            [sys.executable, "-m", "loadtests.bench.bare_ws", str(port)], stack.redis_url, f"tcp://127.0.0.1:{port}"
-        ) as pid:
-            system = System(
-                "bare",
-                [(f"ws://127.0.0.1:{port}/u/{user}", user) for user in sockets],
-                fleet.bare_join,
-                fleet.bare_parse,
-                [pid],
-            )
-            results[f"bare websockets, {shape}"] = await measure(system, stack.redis_url, users, per_user)
+        socketio_port, bare_port = free_port(), free_port()
+        socketio_args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "loadtests.bench.socketio_app:app",
+            "--port",
+            str(socketio_port),
+        ]
+        with (
+            _server(
+                [*socketio_args, "--log-level", "warning"],
+                stack.redis_url,
+                f"http://127.0.0.1:{socketio_port}/socket.io/?EIO=4&transport=polling",
+            ) as socketio_pid,
+            _server(
+                [sys.executable, "-m", "loadtests.bench.bare_ws", str(bare_port)],
+                stack.redis_url,
+                f"tcp://127.0.0.1:{bare_port}",
+            ) as bare_pid,
+        ):
+            socketio_url = f"ws://127.0.0.1:{socketio_port}/socket.io/?EIO=4&transport=websocket"
+            systems = {
+                "taskwire": System(
+                    "taskwire",
+                    [(f"{stack.ws_url}/ws/user/{user}", user) for user in sockets],
+                    fleet.taskwire_join(tokens),
+                    fleet.taskwire_parse,
+                    [stack.api_pid],
+                ),
+                "python-socketio": System(
+                    "python-socketio",
+                    [(socketio_url, user) for user in sockets],
+                    fleet.socketio_join,
+                    fleet.socketio_parse,
+                    [socketio_pid],
+                ),
+                "bare websockets": System(
+                    "bare",
+                    [(f"ws://127.0.0.1:{bare_port}/u/{user}", user) for user in sockets],
+                    fleet.bare_join,
+                    fleet.bare_parse,
+                    [bare_pid],
+                ),
+            }
+            for label, system in systems.items():
+                results[f"{label}, {shape}"] = await measure(system, stack.redis_url, users, per_user)
+            rounds[shape] = {label: [] for label in systems}
+            for _ in range(RATIO_ROUNDS):
+                for label, system in systems.items():
+                    (row,) = await measure(system, stack.redis_url, users, per_user, (RATIO_RATE,))
+                    rounds[shape][label].append(row["cpu_us"])
+    results["ratio rounds"] = rounds
     return results

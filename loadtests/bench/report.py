@@ -2,6 +2,7 @@
 
 import os
 import platform
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,8 @@ def _fanout(results: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
+        if name == "ratio rounds":
+            continue
         for row in rows:
             lines.append(
                 f"| {name} | {row['offered']:.0f} | {row['published_per_s']:.0f} | {row['delivered_per_s']:.0f} | "
@@ -125,20 +128,37 @@ def _fanout(results: dict[str, Any]) -> list[str]:
 
 
 def _fanout_ratios(results: dict[str, Any]) -> list[str]:
-    """Taskwire's per-core delivery ceiling against each baseline's, at 5,000 deliveries/s."""
+    """Taskwire's per-core delivery ceiling against each baseline's, at 5,000 deliveries/s: from
+    the interleaved rounds (median, and the spread of the rounds' own ratios) when the run had them."""
+    rounds: dict[str, dict[str, list[float]]] | None = results.get("ratio rounds")
+    if rounds is None:  # a run from before the rounds: one sweep's row per system
+        rounds = {name.split(", ", 1)[1]: {} for name in results if name != "ratio rounds"}
+        for name, rows in results.items():
+            server, shape = name.split(", ", 1)
+            rounds[shape][server] = [next(float(r["cpu_us"]) for r in rows if r["offered"] == 5000)]
+    count = max(len(v) for per in rounds.values() for v in per.values())
     lines = [
-        "| users × sockets | Taskwire ÷ python-socketio (target ≥ 2) | Taskwire ÷ bare websockets (target ≥ 0.8) |",
-        "|---|---|---|",
+        (
+            f"Ratios at 5,000 deliveries/s, each system measured again in turn {count} times with all three "
+            "servers up: the ratio of the medians, in brackets the lowest and highest ratio of one round."
+            if count > 1
+            else "Ratios at 5,000 deliveries/s, from the rows above."
+        ),
+        "",
+        "| users × sockets | Taskwire µs / delivery | Taskwire ÷ python-socketio (target ≥ 2) | "
+        "Taskwire ÷ bare websockets (target ≥ 0.8) |",
+        "|---|---|---|---|",
     ]
-    for shape in sorted({name.split(", ", 1)[1] for name in results}):
+    for shape in sorted(rounds):
+        ours = rounds[shape]["taskwire"]
 
-        def at_5000(server: str, shape: str = shape) -> float:
-            row = next(r for r in results[f"{server}, {shape}"] if r["offered"] == 5000)
-            return float(row["cpu_us"])
+        def ratio(server: str, shape: str = shape, ours: list[float] = ours) -> str:
+            theirs = rounds[shape][server]
+            each = sorted(t / o for t, o in zip(theirs, ours, strict=True))
+            return f"{statistics.median(theirs) / statistics.median(ours):.2f}× ({each[0]:.2f}–{each[-1]:.2f})"
 
-        ours = at_5000("taskwire")
         lines.append(
-            f"| {shape} | {at_5000('python-socketio') / ours:.2f}× | {at_5000('bare websockets') / ours:.2f}× |"
+            f"| {shape} | {statistics.median(ours):.0f} | {ratio('python-socketio')} | {ratio('bare websockets')} |"
         )
     return lines
 
