@@ -25,10 +25,25 @@ OPEN_LOOP_SECONDS = 5
 
 
 async def new_account(http: httpx.AsyncClient) -> dict[str, Any]:
+    """A fresh learner's account (and token); raises with the API's answer if it is refused."""
     response = await http.post(
         "/api/auth/register", json={"username": f"b{uuid.uuid4().hex[:12]}", "password": "benchmark-password"}
     )
+    if response.status_code != 201:
+        raise RuntimeError(f"register answered {response.status_code}: {response.text[:300]}")
     return dict(response.json())
+
+
+async def new_accounts(http: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    """`count` accounts, a few at a time: a replica hashes only AUTH_HASH_CONCURRENCY passwords
+    at once and answers 503 `busy` to sign-ups that wait longer than AUTH_HASH_WAIT_S."""
+    gate = asyncio.Semaphore(4)
+
+    async def one() -> dict[str, Any]:
+        async with gate:
+            return await new_account(http)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
 async def _user(
@@ -76,7 +91,7 @@ async def end_to_end(stack: BenchStack, baseline_url: str) -> list[dict[str, Any
         for users in LEVELS:
             per_user = max(1, REQUESTS_PER_LEVEL // users)
             out: dict[str, list[float]] = {"submit": [], "first": [], "result": []}
-            accounts = await asyncio.gather(*(new_account(http) for _ in range(users)))
+            accounts = await new_accounts(http, users)
             go = asyncio.Barrier(users)
             await asyncio.gather(*(_user(stack, http, account, per_user, out, go) for account in accounts))
             base: list[float] = []

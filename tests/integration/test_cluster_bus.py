@@ -3,14 +3,20 @@ per primary, a shard lost and back. The rest of the delivery suite runs on it in
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from redis.cluster import RedisCluster
+from websockets.asyncio.client import ClientConnection, connect
 
+from app.core.config import Settings
+from app.core.security import create_access_token
 from app.realtime.envelopes import EnvelopeType, user_channel
 from app.realtime.publisher import EnvelopePublisher
+from tests.conftest import TEST_JWT_SECRET
 from tests.support.client import Account, open_socket, register
 from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.stack import ApiServer
@@ -166,3 +172,27 @@ async def test_envelopes_published_while_the_shard_listeners_reconnect_still_arr
         after = publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"n": "after"})
         frames = await frames_until(ws, lambda f: f.get("id") == after, what="every envelope, then the live one")
     assert [f["id"] for f in frames] == [*in_gap, after]
+
+
+async def test_a_class_opening_its_sockets_at_once_gets_every_hello(cluster_api: ApiServer) -> None:
+    # 300 sockets of 300 users at once: more Redis commands in flight than the bus client's
+    # connections. redis-py's cluster client fails the extra ones at once (its plain client
+    # waits); each of those sockets used to end in an exception, dropped without a close code.
+    settings = Settings(jwt_secret=TEST_JWT_SECRET)
+    users = [str(uuid.uuid4()) for _ in range(300)]
+
+    async def one(user: str) -> tuple[ClientConnection, dict[str, Any]]:
+        token = create_access_token(uuid.UUID(user), settings)
+        ws = await connect(f"{cluster_api.ws_url}/ws/user/{user}?token={token}", max_queue=None)
+        return ws, await next_frame(ws, timeout_s=30, what="the hello frame")
+
+    opened = await asyncio.gather(*(one(user) for user in users), return_exceptions=True)
+    try:
+        failures = [repr(result) for result in opened if isinstance(result, BaseException)]
+        assert not failures, f"{len(failures)} of 300 sockets failed, e.g. {failures[:3]}"
+        assert all(hello["type"] == "hello" for _, hello in opened)  # type: ignore[misc]
+    finally:
+        await asyncio.gather(
+            *(result[0].close() for result in opened if not isinstance(result, BaseException)),
+            return_exceptions=True,
+        )

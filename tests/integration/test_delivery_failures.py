@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from app.core.embedded_redis import EmbeddedRedis
@@ -148,7 +149,12 @@ async def test_redis_killed_and_restarted_under_a_running_stack(
             redis_server.process.kill()  # kill -9: no shutdown, nothing saved
             redis_server.process.wait()
             wait_until(lambda: _ready(api) == 503, timeout_s=15, what="/readyz to report the outage")
-            await asyncio.sleep(3)
+            # A socket opened meanwhile is told to come back later, not dropped without a code.
+            async with connect(f"{api.ws_url}/ws/user/{account.participant_id}?token={account.token}") as late:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(late.recv(), 15)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013, closed.value
+            await asyncio.sleep(1)
             redis_server.start()
             wait_until(lambda: _ready(api) == 200, timeout_s=30, what="/readyz to recover")
 

@@ -161,19 +161,22 @@ class BusListener:
     async def _wait_for_canary(self, subscriber: Subscriber, sender: "asyncio.Task[None]") -> None:
         # Ready means messages really flow: once Redis confirms the canary's subscription (a
         # publish on another connection could overtake it), publish a canary and hear it.
-        for step in ("subscribed", "heard"):
-            if step == "heard":
-                await self._publish_canary()
-            event = self._canary_subscribed if step == "subscribed" else self._canary_heard
-            waiter = asyncio.ensure_future(event.wait())
-            try:
-                ended: set[asyncio.Future[Any]] = {waiter, subscriber.lost, sender}
-                await asyncio.wait(ended, timeout=3 * self._canary_interval_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-            if not event.is_set():
-                _raise_if_ended(subscriber, sender)
-                raise DeafListener(f"the canary was not {step}")
+        await self._wait_for(self._canary_subscribed, "subscribed", subscriber, sender)
+        await self._publish_canary()
+        await self._wait_for(self._canary_heard, "heard", subscriber, sender)
+
+    async def _wait_for(
+        self, event: asyncio.Event, what: str, subscriber: Subscriber, sender: "asyncio.Task[None]"
+    ) -> None:
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            ended: set[asyncio.Future[Any]] = {waiter, subscriber.lost, sender}
+            await asyncio.wait(ended, timeout=3 * self._canary_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not event.is_set():
+            _raise_if_ended(subscriber, sender)
+            raise DeafListener(f"the canary was not {what} in time")
 
     def _on_reply(self, reply: list[object]) -> None:
         # Called for each push as it is read, in order, on the event loop (subscriber.py).

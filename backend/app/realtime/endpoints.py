@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.core.logging import bind_log_context
@@ -44,7 +45,14 @@ async def user_socket(websocket: WebSocket, participant_id: str) -> None:
         websocket, participant_id, queue_size=settings.ws_send_queue_size, queue_bytes=settings.ws_send_queue_bytes
     )
     try:
-        await manager.open(connection, last_id)
+        try:
+            await manager.open(connection, last_id)
+        except RedisError:
+            # Redis is down or out of connections: a clear close the client backs off from,
+            # not an exception in the ASGI app (which reaches the client as a dropped socket).
+            logger.warning("could not open a socket's stream; closing it with 1013", exc_info=True)
+            await websocket.close(code=CloseCode.TRY_AGAIN_LATER, reason="try again later")
+            return
         await _receive_until_closed(websocket, connection, manager, settings)
     finally:
         manager.unregister(connection)

@@ -41,6 +41,7 @@ class CloseCode:
     """WebSocket close codes Taskwire uses (documented in docs/protocol.md)."""
 
     SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013  # Redis failed while the socket's stream was being opened
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
     IDLE_TIMEOUT = 4000  # the client stayed silent past WS_IDLE_TIMEOUT_S
