@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from app.metrics import registry as metrics
 from app.realtime import history
 from app.realtime.envelopes import CloseCode, ControlType, control_frame, stream_id_key
+from app.realtime.frames import FrameWriter, frames_of, text_frame
 from app.realtime.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -86,13 +87,9 @@ class ClientConnection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
-        # When the socket comes from uvicorn: its ASGI send (under Starlette's, whose checks add
-        # two coroutine layers per frame and nothing a connected socket needs) and its "transport
-        # not paused" flag, while which that send runs to its end without waiting (_write_now).
-        send = getattr(websocket, "_send", None)
-        writable = getattr(getattr(send, "__self__", None), "writable", None)
-        self._writable = writable if isinstance(writable, asyncio.Event) else None
-        self._asgi_send = send if self._writable is not None else None
+        # Frames written straight to uvicorn's transport, built once per envelope (frames.py);
+        # None for any other socket, which is written through its ASGI send.
+        self._frames = FrameWriter.of(websocket)
 
     def offer(self, envelope_id: str, text: str, key: tuple[int, int] | None = None) -> bool:
         """Queue a live envelope without waiting; False when the socket is too slow and is being closed.
@@ -222,33 +219,22 @@ class ClientConnection:
             self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
     def _write_now(self) -> bool:
-        """Write the one frame waiting, here and now, when the write cannot wait; True if done.
+        """Write the one frame waiting, here and now, when the socket can take it; True if done.
 
         Most live frames reach an idle socket one at a time, and a task per frame was the largest
-        cost of fan-out after the write itself (docs/scaling.md). uvicorn's send waits only while
-        its transport is paused, and writes after that wait: while the transport is writable the
-        whole call runs to its end in one step, without a task. A batch, a paused transport, or a
-        send that waits after all (nothing written yet) goes to the sender task.
+        cost of fan-out after the write itself (docs/scaling.md). A batch, a paused transport, or
+        a socket without a frame writer goes to the sender task.
         """
-        if self._writable is None or not self._writable.is_set() or len(self._pending) != 1:
+        frames = self._frames
+        if frames is None or len(self._pending) != 1 or not frames.can_write():
             return False
         text = self._pending[0]
-        if not isinstance(text, str) or self._asgi_send is None:
+        if not isinstance(text, str):
             return False
-        step = self._asgi_send({"type": "websocket.send", "text": text})
-        try:
-            step.send(None)
-        except StopIteration:
-            self._pending.popleft()
-            self.unsent_bytes -= len(text)
-            return True
-        except Exception:  # the peer went away, as in _send_pending
-            self._pending.clear()
-            self.unsent_bytes, self.replaying = 0, False
-            logger.debug("sender stopped", exc_info=True)
-            return True
-        step.close()
-        return False
+        frames.write(text_frame(text))
+        self._pending.popleft()
+        self.unsent_bytes -= len(text)
+        return True
 
     def _raise_watermark(self, envelope_id: str, key: tuple[int, int]) -> None:
         if self._watermark is None or key > self._watermark:
@@ -261,6 +247,9 @@ class ClientConnection:
 
     async def _send_pending(self) -> None:
         try:
+            if self._frames is not None:
+                await self._write_frames(self._frames)
+                return
             while self._pending:
                 item = self._pending.popleft()
                 for text in (item,) if isinstance(item, str) else item:
@@ -274,6 +263,23 @@ class ClientConnection:
             self._pending.clear()
             self.unsent_bytes, self.replaying = 0, False
             logger.debug("sender stopped", exc_info=True)
+
+    async def _write_frames(self, frames: FrameWriter) -> None:
+        # Everything queued goes out in one write each time the transport has room: a client
+        # that fell behind (or a replay) costs one system call, not one per frame.
+        while self._pending:
+            await frames.writable()
+            if not frames.is_open():
+                self._pending.clear()
+                self.unsent_bytes, self.replaying = 0, False
+                return
+            items = list(self._pending)
+            self._pending.clear()
+            texts = [text for item in items for text in ((item,) if isinstance(item, str) else item)]
+            frames.write(frames_of(texts))
+            self.unsent_bytes -= sum(map(len, texts))
+            if any(not isinstance(item, str) for item in items):
+                self.replaying = False
 
 
 class ConnectionManager:
