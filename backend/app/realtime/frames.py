@@ -43,6 +43,8 @@ class FrameWriter:
     """Writes finished frames to one socket's transport, under the same conditions as uvicorn's
     own send: handshake done, no close sent or received, transport open and not paused."""
 
+    __slots__ = ("_protocol",)
+
     def __init__(self, protocol: WSProtocol):
         self._protocol = protocol
 

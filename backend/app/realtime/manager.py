@@ -35,6 +35,8 @@ CATCH_UP_RETRIES_S = (0.1, 0.5)
 class _TokenBucket:
     """`burst` takes at once, then one more every `refill_s`."""
 
+    __slots__ = ("_at", "_burst", "_refill_s", "_tokens")
+
     def __init__(self, burst: int, refill_s: float):
         self._burst, self._refill_s = burst, refill_s
         self._tokens = float(burst)
@@ -61,6 +63,29 @@ class ClientConnection:
     duplicates of replayed history and are dropped; after a bus outage the connection catches
     up from history above it.
     """
+
+    # One per socket, ten thousand per replica: slots instead of a dict each (docs/scaling.md).
+    __slots__ = (
+        "_closer",
+        "_frames",
+        "_held",
+        "_pending",
+        "_queue_bytes",
+        "_queue_size",
+        "_resumes",
+        "_sender",
+        "_started",
+        "_watermark",
+        "close_code",
+        "connection_id",
+        "greeted",
+        "opened_at",
+        "participant_id",
+        "replaying",
+        "unsent_bytes",
+        "watermark_id",
+        "websocket",
+    )
 
     def __init__(
         self, websocket: WebSocket, participant_id: str, *, queue_size: int, queue_bytes: int = DEFAULT_QUEUE_BYTES
