@@ -124,13 +124,20 @@ async def _open_loop_at(stack: BenchStack, http: httpx.AsyncClient, rate: int) -
 
     async def submit(at: float) -> None:
         nonlocal errors
-        response = await http.post("/ai/chat2", json={"message": "benchmark"}, headers=headers)
+        try:
+            response = await http.post("/ai/chat2", json={"message": "benchmark"}, headers=headers)
+        except httpx.HTTPError:  # an overloaded step counts its failures instead of ending the bench
+            errors += 1
+            return
         if response.status_code == 202:
             intended[response.json()["task_id"]] = at
         else:
             errors += 1
 
-    async with connect(f"{stack.ws_url}/ws/user/{learner['participant_id']}", max_queue=None) as ws:
+    # No client pings: past saturation its pong waits behind seconds of queued frames, and the
+    # client would close the socket (1011) in the middle of the measurement.
+    ws_url = f"{stack.ws_url}/ws/user/{learner['participant_id']}"
+    async with connect(ws_url, max_queue=None, ping_interval=None) as ws:
         await ws.send(json.dumps({"type": "auth", "token": learner["access_token"]}))
         await ws.recv()  # hello
 

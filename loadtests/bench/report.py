@@ -282,12 +282,26 @@ SECTIONS = {
 }
 
 
+# Key of the raw results under which each section's time of measurement is kept.
+MEASURED_AT = "measured_at"
+
+
 def report(results: dict[str, Any]) -> str:
     """docs/performance.md: the header, then one table group per section that ran."""
+    measured: dict[str, str] = results.get(MEASURED_AT, {})
+    runs = sorted(set(measured.values()))
+    if len(runs) > 1:  # sections re-run alone since the full run: say which figures are from when
+        when = "; ".join(
+            f"{', '.join(name for name in SECTIONS if measured.get(name) == run)} at {run}" for run in runs
+        )
+        header = f"Measured with `make bench` (`python -m loadtests.bench.run`), section by section: {when} UTC,"
+    else:
+        at = runs[0] if runs else f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
+        header = f"Measured {at} UTC with `make bench` (`python -m loadtests.bench.run`)"
     lines = [
         "# Performance",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `make bench` (`python -m loadtests.bench.run`)",
+        header,
         f"on {machine()}.",
         "Everything (servers, redis-server, PostgreSQL, load generators) shares this machine; absolute",
         "numbers move with the machine, the ratios against baselines measured in the same run less so.",
