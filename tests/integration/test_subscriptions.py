@@ -8,13 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from celery import Celery
 
 from app.core.embedded_redis import EmbeddedRedis
 from app.realtime.envelopes import EnvelopeType, history_key, user_channel
 from app.realtime.publisher import AsyncEnvelopePublisher
+from app.task_kinds import REGISTRY
 from tests.conftest import with_own_database
 from tests.support.client import open_socket, register
-from tests.support.stack import ApiServer
+from tests.support.stack import ApiServer, Worker
 from tests.support.waiting import next_frame
 
 
@@ -43,24 +45,35 @@ def _received(metrics_text: str) -> float:
     return float(line.split()[1])
 
 
-async def test_a_replica_holds_no_pattern_subscription(
+async def test_no_process_holds_a_pattern_subscription_and_remote_control_still_works(
     stack_env: dict[str, str], tmp_path: Path, log_dir: Path
 ) -> None:
-    # On a Redis of its own: pub/sub is server-wide, and the workers other tests run hold
-    # Celery's own pattern subscription (kombu's remote control) on the shared one.
+    # On a Redis of its own (pub/sub is server-wide), with an API replica and a worker: the
+    # replica subscribes by user, and the worker's Celery remote control (kombu's broadcasts)
+    # by name, not by pattern (tasks/broker_transport.py).
     with EmbeddedRedis(tmp_path / "redis") as own:
         env = {**with_own_database(stack_env, tmp_path), "REDIS_URL": own.url}
         api = ApiServer("api-no-patterns", env, log_dir)
+        worker = Worker("worker-no-patterns", env, log_dir)
+        client = aioredis.Redis.from_url(own.url, decode_responses=True)
         try:
-            client = aioredis.Redis.from_url(own.url, decode_responses=True)
             async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
                 dave = await register(http)
                 ws, _ = await open_socket(api.ws_url, dave)
                 async with ws:
                     assert await client.pubsub_numpat() == 0
                     assert await _subscribers(client, dave.participant_id) == 1
-            await client.aclose()
+            # Broadcasts still reach every worker process: each answers a ping.
+            celery = Celery(broker=own.url)
+            try:
+                replies = await asyncio.to_thread(celery.control.ping, timeout=2)
+            finally:
+                celery.close()
+            assert len(replies) == len(REGISTRY.queues), replies
+            assert await client.pubsub_numpat() == 0
         finally:
+            await client.aclose()
+            worker.stop()
             api.stop()
 
 

@@ -15,6 +15,9 @@ def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
     app = Celery("taskwire")
     app.conf.update(
         broker_url=settings.required_redis_url,
+        # Broadcasts on SUBSCRIBE, not PSUBSCRIBE (broker_transport.py); a Sentinel URL keeps
+        # kombu's own transport.
+        broker_transport=_transport_for(settings.required_redis_url),
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": settings.celery_visibility_timeout_s,
@@ -42,3 +45,9 @@ def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def _transport_for(url: str) -> str | None:
+    if url.split("://", 1)[0] in ("redis", "rediss"):
+        return "app.tasks.broker_transport:Transport"
+    return None
