@@ -29,46 +29,50 @@ def _ready(api: ApiServer) -> int:
         return 0
 
 
+@pytest.fixture
+def client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A plain client of the stack's Redis: it kills the replicas' subscriptions, and publishes."""
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def publisher(client: redis.Redis) -> EnvelopePublisher:
+    return EnvelopePublisher(client, history_maxlen=5000, history_ttl_s=3600)
+
+
 async def test_messages_published_while_the_listener_reconnects_still_arrive(
-    api: ApiServer, http: httpx.AsyncClient, redis_server: EmbeddedRedis
+    api: ApiServer, http: httpx.AsyncClient, client: redis.Redis, publisher: EnvelopePublisher
 ) -> None:
     account = await register(http)
     ws, _ = await open_socket(api.ws_url, account)
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)
-    try:
-        before = api.log_text().count("caught up sockets from history")
-        killed = client.client_kill_filter(_type="pubsub")
-        assert killed >= 1
-        # Published while every replica's listener is between connections.
-        in_gap = [
-            publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": str(i)})
-            for i in range(20)
-        ]
-        wait_until(
-            lambda: api.log_text().count("caught up sockets from history") > before,
-            timeout_s=15,
-            what="the replica to re-subscribe and catch its sockets up",
-        )
-        after = publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "after"})
-        async with ws:
-            frames = await frames_until(ws, lambda f: f.get("id") == after, what="every message, then the live one")
-    finally:
-        client.close()
+    before = api.log_text().count("caught up sockets from history")
+    killed = client.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    # Published while every replica's listener is between connections.
+    in_gap = [
+        publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": str(i)}) for i in range(20)
+    ]
+    wait_until(
+        lambda: api.log_text().count("caught up sockets from history") > before,
+        timeout_s=15,
+        what="the replica to re-subscribe and catch its sockets up",
+    )
+    after = publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "after"})
+    async with ws:
+        frames = await frames_until(ws, lambda f: f.get("id") == after, what="every message, then the live one")
     assert [f["id"] for f in frames] == [*in_gap, after]
     assert _ready(api) == 200
 
 
 async def test_envelopes_published_without_pause_through_a_reconnect_arrive_once_each_in_order(
-    api: ApiServer, http: httpx.AsyncClient, redis_server: EmbeddedRedis
+    api: ApiServer, http: httpx.AsyncClient, client: redis.Redis, publisher: EnvelopePublisher
 ) -> None:
     # Envelopes keep coming while the listener re-subscribes: the first ones after the user's
     # subscription is back arrive before the listener has heard its canary, and must wait for
     # the catch-up that fills the outage instead of overtaking it.
     account = await register(http)
     ws, _ = await open_socket(api.ws_url, account)
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    publisher = EnvelopePublisher(client, history_maxlen=5000, history_ttl_s=3600)
     published: list[str] = []
     received: list[str] = []
     stop = asyncio.Event()
@@ -105,7 +109,6 @@ async def test_envelopes_published_without_pause_through_a_reconnect_arrive_once
         stop.set()
         reader.cancel()
         await ws.close()
-        client.close()
     assert received == published, f"{len(published)} published, {len(received)} received"
 
 

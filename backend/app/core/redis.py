@@ -17,7 +17,7 @@ from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.driver_info import DriverInfo
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, RedisClusterException
 
 from app.core.config import Settings
 
@@ -125,7 +125,8 @@ class WaitingRedisCluster(AsyncRedisCluster):
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
-        super().pipeline(transaction, shard_hint)  # its checks of the arguments
+        if shard_hint:  # as upstream's pipeline()
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
         return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]  # (as upstream's)
 
 

@@ -13,7 +13,7 @@ from redis.crc import key_slot
 
 from app.core.cancellation import cancel_and_wait
 from app.metrics import registry as metrics
-from app.realtime.envelopes import is_stream_id, participant_from_channel, user_channel
+from app.realtime.envelopes import parse_stream_id, participant_from_channel, user_channel
 from app.realtime.manager import ConnectionManager
 from app.realtime.subscriber import Subscriber, SubscriberLost, open_subscriber
 
@@ -184,10 +184,9 @@ class BusListener:
         if kind == "message" or kind == "smessage":
             self.dispatch(reply[1], reply[2])
         elif kind in ("subscribe", "ssubscribe") and isinstance(reply[1], str):
-            participant_id = participant_from_channel(reply[1])
             if reply[1] == self._canary_channel:
                 self._canary_subscribed.set()
-            elif participant_id is not None:
+            elif (participant_id := participant_from_channel(reply[1])) is not None:
                 self._manager.subscriptions.confirmed(participant_id)
 
     def dispatch(self, channel: object, data: object) -> None:
@@ -200,16 +199,17 @@ class BusListener:
         participant_id = participant_from_channel(channel) if isinstance(channel, str) else None
         if participant_id is not None and not self._manager.holds(participant_id):
             return  # the user's last socket here just closed; the unsubscribe is on its way
-        envelope_id = None
+        envelope_id = key = None
         if participant_id is not None and isinstance(data, str) and data.startswith(_ID_PREFIX):
             # Only the publish script writes here, the id spliced in first (envelopes.attach_id):
             # read it without parsing the whole envelope, once per envelope whatever the sockets.
             envelope_id = data[len(_ID_PREFIX) : data.find('"', len(_ID_PREFIX))]
+            key = parse_stream_id(envelope_id)
             _observe_lag(_timestamp_of(data))
-        if participant_id is None or not is_stream_id(envelope_id):
+        if participant_id is None or envelope_id is None or key is None:
             logger.warning("bus skipped a malformed message", extra={"channel": str(channel)[:200]})
             return
-        self._manager.deliver(participant_id, str(envelope_id), str(data))
+        self._manager.deliver(participant_id, envelope_id, str(data), key)
 
 
 def _raise_if_ended(subscriber: Subscriber, sender: "asyncio.Task[None]") -> None:

@@ -129,15 +129,19 @@ def id_ahead(after: str | None, *, headroom_ms: int, leave: int = 0) -> str:
     return f"{ms}-0"
 
 
+def parse_stream_id(value: object) -> tuple[int, int] | None:
+    """`stream_id_key` of a well-formed Redis stream id; None for anything else."""
+    if not isinstance(value, str) or len(value) > 41:
+        return None
+    try:
+        return stream_id_key(value)
+    except ValueError:
+        return None
+
+
 def is_stream_id(value: object) -> bool:
     """Whether `value` is a well-formed Redis stream id."""
-    if not isinstance(value, str) or len(value) > 41:
-        return False
-    try:
-        stream_id_key(value)
-    except ValueError:
-        return False
-    return True
+    return parse_stream_id(value) is not None
 
 
 def control_frame(frame_type: ControlType, data: dict[str, Any] | None = None) -> str:

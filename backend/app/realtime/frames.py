@@ -59,21 +59,14 @@ class FrameWriter:
 
     def can_write(self) -> bool:
         """Whether a frame written now goes out (or into the transport's buffer) at once."""
-        protocol = self._protocol
-        return (
-            protocol.writable.is_set()
-            and protocol.handshake_complete
-            and not protocol.close_sent
-            and not protocol.disconnected
-            and protocol.conn.state is ConnectionState.OPEN
-            and not protocol.transport.is_closing()
-        )
+        return self._protocol.writable.is_set() and self.is_open()
 
     def is_open(self) -> bool:
         """Whether frames may still be written, now or once the transport drains."""
         protocol = self._protocol
         return (
-            not protocol.close_sent
+            protocol.handshake_complete
+            and not protocol.close_sent
             and not protocol.disconnected
             and protocol.conn.state is ConnectionState.OPEN
             and not protocol.transport.is_closing()

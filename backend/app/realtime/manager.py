@@ -369,12 +369,16 @@ class ConnectionManager:
         """Whether this replica has any socket of the participant."""
         return participant_id in self._by_participant
 
-    def deliver(self, participant_id: str, envelope_id: str, text: str) -> int:
-        """Queue one envelope on every socket of the participant; never waits. Returns sockets reached."""
+    def deliver(self, participant_id: str, envelope_id: str, text: str, key: tuple[int, int] | None = None) -> int:
+        """Queue one envelope on every socket of the participant; never waits. Returns sockets reached.
+
+        `key` is `stream_id_key(envelope_id)`, when the caller has it (the bus parses it once).
+        """
         conns = self._by_participant.get(participant_id)
         if not conns:
             return 0
-        key = stream_id_key(envelope_id)
+        if key is None:
+            key = stream_id_key(envelope_id)
         reached = sum(conn.offer(envelope_id, text, key) for conn in list(conns))
         metrics.ws_delivered.inc(reached)
         if reached < len(conns):
