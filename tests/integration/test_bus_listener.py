@@ -49,7 +49,7 @@ async def _until(condition: Callable[[], object], what: str, timeout_s: float = 
 async def test_a_burst_published_in_one_write_arrives_whole_and_in_order(client: aioredis.Redis) -> None:
     replies: list[list[object]] = []
     channel = _channel()
-    async with open_subscriber(client, replies.append) as subscriber:
+    async with open_subscriber(client, replies.extend) as subscriber:
         subscriber.subscribe([channel])
         await _until(lambda: replies, "the subscription's confirmation")
         async with client.pipeline(transaction=False) as pipe:
@@ -67,7 +67,7 @@ async def test_the_subscriber_authenticates_as_the_url_says(locked_redis: Embedd
     replies: list[list[object]] = []
     channel = _channel()
     try:
-        async with open_subscriber(client, replies.append) as subscriber:
+        async with open_subscriber(client, replies.extend) as subscriber:
             subscriber.subscribe([channel])
             await _until(lambda: replies, "the subscription's confirmation")
             await client.publish(channel, "hello")
@@ -82,7 +82,7 @@ async def test_wrong_credentials_are_a_clear_error_not_a_hang(locked_redis: Embe
     try:
         async with asyncio.timeout(5):
             with pytest.raises(SubscriberLost, match="refused the bus's credentials"):
-                async with open_subscriber(client, lambda _reply: None):
+                async with open_subscriber(client, lambda _replies: None):
                     pass
     finally:
         await client.aclose()
@@ -93,7 +93,7 @@ async def test_a_connection_killed_by_redis_is_noticed_at_once(locked_redis: Emb
     client = aioredis.Redis.from_url(f"redis://:default-secret@127.0.0.1:{locked_redis.port}/0", decode_responses=True)
     replies: list[list[object]] = []
     try:
-        async with open_subscriber(client, replies.append) as subscriber:
+        async with open_subscriber(client, replies.extend) as subscriber:
             subscriber.subscribe([_channel()])
             await _until(lambda: replies, "the subscription's confirmation")
             assert await client.client_kill_filter(_type="pubsub") == 1

@@ -47,7 +47,7 @@ bus_received = Counter(
 )
 bus_lag = Histogram(
     "taskwire_bus_lag_seconds",
-    "From an envelope's publication to its dispatch on this replica",
+    "From an envelope's publication to its dispatch on this replica: the first envelope of each read",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=registry,
 )

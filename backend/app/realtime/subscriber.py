@@ -1,5 +1,5 @@
 """One Redis connection in subscribe mode, read in batches: every reply that has arrived is
-handed on in one synchronous pass as the bytes come in.
+handed on in one synchronous call as the bytes come in.
 
 redis-py's `PubSub.get_message` costs a task wake-up, a timeout, a retry wrapper, a health
 check and a dict per message; on a replica fanning out thousands of envelopes a second that
@@ -20,7 +20,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 # A push or reply from Redis, as hiredis reads it: ["message", channel, data], ["subscribe", channel, count], ...
 Reply = list[object]
-OnReply = Callable[[Reply], None]
+OnReplies = Callable[[list[Reply]], None]  # every push of one read, in order
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -30,20 +30,22 @@ class SubscriberLost(ConnectionError):
 
 
 class _SubscriberProtocol(asyncio.Protocol):
-    def __init__(self, on_reply: OnReply):
-        self._on_reply = on_reply
+    def __init__(self, on_replies: OnReplies):
+        self._on_replies = on_replies
+        self._loop = asyncio.get_running_loop()
         # Text, as the rest of the bus reads it; bytes that are not UTF-8 come out replaced and
         # the envelope is skipped as malformed further on, the connection carries on.
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self._waiting: deque[asyncio.Future[object]] = deque()  # replies to AUTH, before subscribe mode
         self.transport: asyncio.Transport | None = None
-        self.lost: asyncio.Future[SubscriberLost] = asyncio.get_running_loop().create_future()
+        self.lost: asyncio.Future[SubscriberLost] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
+        replies: list[Reply] = []
         try:
             while (reply := self._reader.gets()) is not False:
                 if self._waiting:
@@ -51,8 +53,12 @@ class _SubscriberProtocol(asyncio.Protocol):
                 elif isinstance(reply, hiredis.ReplyError):
                     raise SubscriberLost(f"Redis refused a subscription command: {reply}")
                 elif isinstance(reply, list):
-                    self._on_reply(reply)
+                    replies.append(reply)
+            if replies:
+                self._on_replies(replies)
         except Exception as exc:  # a protocol error, a refusal, or a bug in the handler: start over
+            # (pushes read before a refusal are dropped with the connection: the listener's
+            # reconnect catches every socket up from history)
             self.fail(exc if isinstance(exc, SubscriberLost) else SubscriberLost(repr(exc)))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -69,7 +75,7 @@ class _SubscriberProtocol(asyncio.Protocol):
             self.transport.close()
 
     def request(self, *args: str) -> "asyncio.Future[object]":
-        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[object] = self._loop.create_future()
         self._waiting.append(waiter)
         self.write(*args)
         return waiter
@@ -82,7 +88,7 @@ class _SubscriberProtocol(asyncio.Protocol):
 
 class Subscriber:
     """An open subscribe connection: `subscribe`/`unsubscribe` write at once (their
-    confirmations come back through `on_reply`), `lost` resolves when it ends."""
+    confirmations come back through `on_replies`), `lost` resolves when it ends."""
 
     def __init__(self, protocol: _SubscriberProtocol, *, sharded: bool):
         self._protocol = protocol
@@ -102,14 +108,14 @@ class Subscriber:
 
 @contextlib.asynccontextmanager
 async def open_subscriber(
-    client: aioredis.Redis, on_reply: OnReply, *, sharded: bool = False
+    client: aioredis.Redis, on_replies: OnReplies, *, sharded: bool = False
 ) -> AsyncIterator[Subscriber]:
     """A subscribe connection to the Redis `client` talks to (its address, credentials and TLS),
-    closed on exit. `on_reply` gets every push, in order, on the event loop."""
+    closed on exit. `on_replies` gets the pushes of each read, in order, on the event loop."""
     pool = client.connection_pool
     options = pool.connection_kwargs
     loop = asyncio.get_running_loop()
-    protocol = _SubscriberProtocol(on_reply)
+    protocol = _SubscriberProtocol(on_replies)
     async with asyncio.timeout(options.get("socket_connect_timeout") or CONNECT_TIMEOUT_S):
         if issubclass(pool.connection_class, UnixDomainSocketConnection):
             await loop.create_unix_connection(lambda: protocol, options["path"])

@@ -22,7 +22,7 @@ def _push(*parts: str) -> bytes:
 
 
 def _protocol(replies: list[list[object]]) -> tuple[_SubscriberProtocol, _Transport]:
-    protocol = _SubscriberProtocol(replies.append)
+    protocol = _SubscriberProtocol(replies.extend)
     transport = _Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, transport
@@ -45,6 +45,16 @@ async def test_every_reply_in_a_read_is_handed_on_in_order_however_the_bytes_are
         assert [reply[2] for reply in replies[1:51]] == [f'{{"id":"{i}-0","text":"é{i}"}}' for i in range(50)]
         assert replies[51] == ["smessage", "ws:user:{b}", "last"]
         assert not protocol.lost.done()
+
+
+async def test_the_pushes_of_one_read_are_handed_on_in_one_call() -> None:
+    reads: list[list[list[object]]] = []
+    protocol = _SubscriberProtocol(reads.append)
+    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    protocol.data_received(_push("message", "c", "1") + _push("message", "c", "2") + b"*3\r\n$7\r\nmess")
+    protocol.data_received(b"age\r\n$1\r\nc\r\n$1\r\n3\r\n")
+    protocol.data_received(b"*3\r\n")  # nothing whole yet: no call
+    assert reads == [[["message", "c", "1"], ["message", "c", "2"]], [["message", "c", "3"]]]
 
 
 async def test_bytes_that_are_not_utf8_are_replaced_and_the_connection_carries_on() -> None:
