@@ -149,11 +149,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_sockets_per_user=settings.ws_max_sockets_per_user,
             subscriptions=Subscriptions(len(layout.primaries), layout.shard_of) if layout else Subscriptions(),
         )
-        canary_s = settings.bus_canary_interval_s
+        canary_s, window_s = settings.bus_canary_interval_s, settings.bus_read_window_ms / 1000
+        bus_url = settings.required_bus_redis_url
         state.bus = (
-            ClusterBus(layout, settings.required_bus_redis_url, state.manager, canary_interval_s=canary_s)
+            ClusterBus(layout, bus_url, state.manager, canary_interval_s=canary_s, read_window_s=window_s)
             if layout
-            else BusListener(state.redis, state.manager, canary_interval_s=canary_s)
+            else BusListener(state.redis, state.manager, canary_interval_s=canary_s, read_window_s=window_s)
         )
         state.ops = OpsBroadcaster(
             settings, state.sessions, state.redis, REGISTRY, state.manager, state.publisher, broker=state.broker

@@ -61,6 +61,46 @@ async def test_a_burst_published_in_one_write_arrives_whole_and_in_order(client:
     assert [reply[2] for reply in replies[1:]] == [f"{i}:" + "é" * 200 for i in range(3000)]
 
 
+async def test_under_load_reads_wait_for_the_window_and_a_quiet_spell_reads_at_once(client: aioredis.Redis) -> None:
+    window_s = 0.3
+    reads: list[tuple[list[str], float]] = []  # the messages of each read, and when it came
+    confirmed: list[object] = []
+    channel = _channel()
+    loop = asyncio.get_running_loop()
+
+    def on_replies(replies: list[list[object]]) -> None:
+        messages = [str(reply[2]) for reply in replies if reply[0] == "message"]
+        confirmed.extend(reply for reply in replies if reply[0] != "message")
+        if messages:
+            reads.append((messages, loop.time()))
+
+    async def publish(message: str) -> float:
+        await client.publish(channel, message)
+        return loop.time()
+
+    async def quiet_spell() -> None:
+        await asyncio.sleep(2.5 * window_s)  # past two windows since the last read
+
+    async with open_subscriber(client, on_replies, read_window_s=window_s) as subscriber:
+        subscriber.subscribe([channel])
+        await _until(lambda: confirmed, "the subscription's confirmation")
+        await quiet_spell()
+        sent = await publish("a")
+        await _until(lambda: len(reads) == 1, "a")
+        sent = await publish("b")  # soon after a read: read at once, but the next read must wait
+        await _until(lambda: len(reads) == 2, "b")
+        assert reads[1][1] - sent < window_s / 2, "b came right after a quiet read"
+        await publish("c")
+        await publish("d")
+        await _until(lambda: len(reads) == 3, "c and d")
+        assert reads[2][1] - reads[1][1] >= window_s * 0.9, "c waited for the window after b's read"
+        await quiet_spell()
+        sent = await publish("e")
+        await _until(lambda: len(reads) == 4, "e")
+        assert reads[3][1] - sent < window_s / 2, "after a quiet spell a message is read at once"
+    assert [messages for messages, _ in reads] == [["a"], ["b"], ["c", "d"], ["e"]]
+
+
 @pytest.mark.parametrize("credentials", [":default-secret@", "bus:bus-secret@"], ids=["password", "user"])
 async def test_the_subscriber_authenticates_as_the_url_says(locked_redis: EmbeddedRedis, credentials: str) -> None:
     client = aioredis.Redis.from_url(f"redis://{credentials}127.0.0.1:{locked_redis.port}/0", decode_responses=True)

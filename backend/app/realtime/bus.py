@@ -50,10 +50,12 @@ class BusListener:
         shard: int = 0,
         sharded: bool = False,
         canary_channel: str | None = None,
+        read_window_s: float = 0.0,
     ):
         """`client` reaches the Redis that carries the shard's channels; with `sharded` (one
         primary of a Redis Cluster) the listener uses SSUBSCRIBE and SPUBLISH, and
-        `canary_channel` must be a channel whose slot that primary owns."""
+        `canary_channel` must be a channel whose slot that primary owns. Under load the
+        subscription is read at most once per `read_window_s` (subscriber.py)."""
         self._client = client
         self._manager = manager
         self._max_backoff_s = max_backoff_s
@@ -61,6 +63,7 @@ class BusListener:
         self._shard = shard
         self._sharded = sharded
         self._canary_channel = canary_channel or user_channel(f"__canary__:{uuid.uuid4().hex}")
+        self._read_window_s = read_window_s
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.last_canary_heard_at = 0.0
@@ -93,7 +96,9 @@ class BusListener:
         subscriptions = self._manager.subscriptions
         self._canary_subscribed.clear()
         self._canary_heard.clear()
-        async with open_subscriber(self._client, self._on_replies, sharded=self._sharded) as subscriber:
+        async with open_subscriber(
+            self._client, self._on_replies, sharded=self._sharded, read_window_s=self._read_window_s
+        ) as subscriber:
             subscriber.subscribe([self._canary_channel])
             # run() reset the shard when the last connection was lost: everything wanted is sent again.
             subscriptions.set_listening(self._shard, True)

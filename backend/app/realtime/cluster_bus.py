@@ -89,7 +89,13 @@ class ClusterBus:
     """One BusListener per primary of the bus cluster, run and reported on as one."""
 
     def __init__(
-        self, layout: ShardLayout, seed_url: str, manager: ConnectionManager, *, canary_interval_s: float = 5.0
+        self,
+        layout: ShardLayout,
+        seed_url: str,
+        manager: ConnectionManager,
+        *,
+        canary_interval_s: float = 5.0,
+        read_window_s: float = 0.0,
     ):
         self._clients = [
             create_async_redis(node_url(seed_url, host, port), max_connections=4) for host, port in layout.primaries
@@ -102,6 +108,7 @@ class ClusterBus:
                 shard=shard,
                 sharded=True,
                 canary_channel=layout.canary_channel(shard),
+                read_window_s=read_window_s,
             )
             for shard, client in enumerate(self._clients)
         ]

@@ -6,11 +6,17 @@ check and a dict per message; on a replica fanning out thousands of envelopes a 
 was a fifth of its busy time (docs/performance.md). Subscribe mode needs little of a client:
 connect, authenticate, write (S)SUBSCRIBE commands, read pushes. This is that, on an asyncio
 protocol fed to hiredis's reader.
+
+Under load it also reads at most once per `read_window_s`, as a network card moderates its
+interrupts: each wake-up of the replica for one message cost as much as the message's socket
+write (docs/performance.md), so messages that arrive close together wait up to one window and
+are handled in one pass. A message after a quiet spell is read at once.
 """
 
 import asyncio
 import contextlib
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -30,9 +36,12 @@ class SubscriberLost(ConnectionError):
 
 
 class _SubscriberProtocol(asyncio.Protocol):
-    def __init__(self, on_replies: OnReplies):
+    def __init__(self, on_replies: OnReplies, read_window_s: float = 0.0):
         self._on_replies = on_replies
         self._loop = asyncio.get_running_loop()
+        self._read_window_s = read_window_s
+        self._last_read_at = float("-inf")
+        self._resume: asyncio.TimerHandle | None = None
         # Text, as the rest of the bus reads it; bytes that are not UTF-8 come out replaced and
         # the envelope is skipped as malformed further on, the connection carries on.
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
@@ -44,6 +53,8 @@ class _SubscriberProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._read_window_s:
+            self._pace()
         self._reader.feed(data)
         replies: list[Reply] = []
         try:
@@ -61,6 +72,21 @@ class _SubscriberProtocol(asyncio.Protocol):
             # reconnect catches every socket up from history)
             self.fail(exc if isinstance(exc, SubscriberLost) else SubscriberLost(repr(exc)))
 
+    def _pace(self) -> None:
+        # A read soon after the previous one means messages are arriving faster than the window:
+        # leave the next ones in the socket until it has passed. Two windows, not one, because
+        # the read that follows a pause comes a little over a window after the one before it.
+        now = time.monotonic()
+        if now - self._last_read_at < 2 * self._read_window_s and self.transport is not None:
+            self.transport.pause_reading()
+            self._resume = self._loop.call_later(self._read_window_s, self._resume_reading)
+        self._last_read_at = now
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(SubscriberLost(f"connection lost: {exc!r}" if exc else "connection closed by Redis"))
 
@@ -71,6 +97,8 @@ class _SubscriberProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(reason)
         self._waiting.clear()
+        if self._resume is not None:
+            self._resume.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -108,14 +136,15 @@ class Subscriber:
 
 @contextlib.asynccontextmanager
 async def open_subscriber(
-    client: aioredis.Redis, on_replies: OnReplies, *, sharded: bool = False
+    client: aioredis.Redis, on_replies: OnReplies, *, sharded: bool = False, read_window_s: float = 0.0
 ) -> AsyncIterator[Subscriber]:
     """A subscribe connection to the Redis `client` talks to (its address, credentials and TLS),
-    closed on exit. `on_replies` gets the pushes of each read, in order, on the event loop."""
+    closed on exit. `on_replies` gets the pushes of each read, in order, on the event loop; under
+    load, reads are at least `read_window_s` apart (0: read whenever data arrives)."""
     pool = client.connection_pool
     options = pool.connection_kwargs
     loop = asyncio.get_running_loop()
-    protocol = _SubscriberProtocol(on_replies)
+    protocol = _SubscriberProtocol(on_replies, read_window_s)
     async with asyncio.timeout(options.get("socket_connect_timeout") or CONNECT_TIMEOUT_S):
         if issubclass(pool.connection_class, UnixDomainSocketConnection):
             await loop.create_unix_connection(lambda: protocol, options["path"])
