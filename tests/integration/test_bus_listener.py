@@ -79,7 +79,7 @@ async def test_under_load_reads_wait_for_the_window_and_a_quiet_spell_reads_at_o
         return loop.time()
 
     async def quiet_spell() -> None:
-        await asyncio.sleep(2.5 * window_s)  # past two windows since the last read
+        await asyncio.sleep(2.5 * window_s)  # past any pause, and long enough to read at once after
 
     async with open_subscriber(client, on_replies, read_window_s=window_s) as subscriber:
         subscriber.subscribe([channel])
@@ -98,7 +98,12 @@ async def test_under_load_reads_wait_for_the_window_and_a_quiet_spell_reads_at_o
         sent = await publish("e")
         await _until(lambda: len(reads) == 4, "e")
         assert reads[3][1] - sent < window_s / 2, "after a quiet spell a message is read at once"
-    assert [messages for messages, _ in reads] == [["a"], ["b"], ["c", "d"], ["e"]]
+        for message in ("f", "g"):  # fewer than two a window: each read as it comes
+            await asyncio.sleep(0.7 * window_s)
+            sent = await publish(message)
+            await _until(lambda m=message: reads[-1][0] == [m], message)
+            assert reads[-1][1] - sent < window_s / 2, f"{message} came one at a time, it was not held"
+    assert [messages for messages, _ in reads] == [["a"], ["b"], ["c", "d"], ["e"], ["f"], ["g"]]
 
 
 @pytest.mark.parametrize("credentials", [":default-secret@", "bus:bus-secret@"], ids=["password", "user"])

@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     # frame, and envelopes are small.
     ws_per_message_deflate: bool = False
     bus_canary_interval_s: float = Field(default=5, gt=0)
-    # Under load a replica reads its subscription at most once per this many milliseconds, so
-    # one wake-up handles many envelopes: a third less CPU per delivery for up to this much more
-    # latency, and only while envelopes arrive faster than that (docs/performance.md). 0: off.
+    # While envelopes reach a replica at two or more per this many milliseconds, it reads its
+    # subscription at most once per window, so one wake-up handles several: less CPU per delivery
+    # for up to this much more latency (docs/performance.md §3). Slower streams are read as they
+    # come. 0: off.
     bus_read_window_ms: float = Field(default=1, ge=0, le=50)
     shutdown_drain_timeout_s: float = Field(default=3, ge=0)
 

@@ -8,9 +8,10 @@ connect, authenticate, write (S)SUBSCRIBE commands, read pushes. This is that, o
 protocol fed to hiredis's reader.
 
 Under load it also reads at most once per `read_window_s`, as a network card moderates its
-interrupts: each wake-up of the replica for one message cost as much as the message's socket
-write (docs/performance.md), so messages that arrive close together wait up to one window and
-are handled in one pass. A message after a quiet spell is read at once.
+interrupts: each wake-up of the replica for one message cost about as much as the message's
+socket write (docs/performance.md), so while messages come at two or more per window, those
+that arrive close together wait up to one window and are handled in one pass. Slower streams,
+and a message after a quiet spell, are read as they come.
 """
 
 import asyncio
@@ -53,8 +54,6 @@ class _SubscriberProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._read_window_s:
-            self._pace()
         self._reader.feed(data)
         replies: list[Reply] = []
         try:
@@ -65,6 +64,8 @@ class _SubscriberProtocol(asyncio.Protocol):
                     raise SubscriberLost(f"Redis refused a subscription command: {reply}")
                 elif isinstance(reply, list):
                     replies.append(reply)
+            if self._read_window_s:
+                self._pace(len(replies))
             if replies:
                 self._on_replies(replies)
         except Exception as exc:  # a protocol error, a refusal, or a bug in the handler: start over
@@ -72,12 +73,13 @@ class _SubscriberProtocol(asyncio.Protocol):
             # reconnect catches every socket up from history)
             self.fail(exc if isinstance(exc, SubscriberLost) else SubscriberLost(repr(exc)))
 
-    def _pace(self) -> None:
-        # A read soon after the previous one means messages are arriving faster than the window:
-        # leave the next ones in the socket until it has passed. Two windows, not one, because
-        # the read that follows a pause comes a little over a window after the one before it.
+    def _pace(self, replies: int) -> None:
+        # Messages coming at two or more per window (this read's over the time since the last
+        # one): leave the next ones in the socket until the window has passed, so one wake-up
+        # handles several. Slower than that, a pause costs more than it saves (a timer wake-up
+        # and two epoll changes per window, measured in docs/performance.md §3).
         now = time.monotonic()
-        if now - self._last_read_at < 2 * self._read_window_s and self.transport is not None:
+        if replies * self._read_window_s >= 2 * (now - self._last_read_at) and self.transport is not None:
             self.transport.pause_reading()
             self._resume = self._loop.call_later(self._read_window_s, self._resume_reading)
         self._last_read_at = now
