@@ -1,9 +1,10 @@
 """Fan-out: messages per second one replica delivers to 1,000 sockets, and Redis -> socket latency.
 
 The same publisher (a separate process, paced to an offered rate of deliveries per second)
-and the same client fleet measure three servers, one at a time, on the same redis-server:
-Taskwire's API replica, a plain python-socketio server with its Redis manager, and a bare
-`websockets` loop forwarding pub/sub messages (the raw ceiling).
+and the same client fleet measure four servers, one at a time, on the same redis-server:
+Taskwire's API replica, the same with its bus read window off (BUS_READ_WINDOW_MS=0: what the
+window buys, and what it costs in latency), a plain python-socketio server with its Redis
+manager, and a bare `websockets` loop forwarding pub/sub messages (the raw ceiling).
 """
 
 import asyncio
@@ -23,7 +24,7 @@ from app.core.processes import child_env, free_port, spawn, stop
 from app.realtime.envelopes import EnvelopeType
 from app.realtime.publisher import EnvelopePublisher
 from loadtests.bench import fleet
-from loadtests.bench.stack import BenchStack, wait_ready
+from loadtests.bench.stack import CLI, BenchStack, wait_ready
 from loadtests.bench.stats import percentile_ms
 from loadtests.bench.submit import cpu_seconds
 
@@ -136,8 +137,8 @@ async def measure(
 
 
 @contextlib.contextmanager
-def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[int]:
-    process = spawn(args, env=child_env(REDIS_URL=redis_url))
+def _server(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[int]:
+    process = spawn(args, env=env)
     try:
         wait_ready(ready_url)
         yield process.pid
@@ -145,6 +146,7 @@ def _server(args: list[str], redis_url: str, ready_url: str) -> Iterator[int]:
         stop(process)
 
 
+UNPACED = "taskwire (no read window)"  # BUS_READ_WINDOW_MS=0
 RATIO_RATE = 5000  # deliveries/s at which the per-core ratios are taken
 RATIO_ROUNDS = 3  # each system measured this many times, in turn, for the ratios
 
@@ -164,7 +166,7 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, Any]:
         users = list(tokens)
         shape = f"{user_count} x {per_user}"
         sockets = [user for user in users for _ in range(per_user)]
-        socketio_port, bare_port = free_port(), free_port()
+        socketio_port, bare_port, unpaced_port = free_port(), free_port(), free_port()
         socketio_args = [
             sys.executable,
             "-m",
@@ -175,13 +177,18 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, Any]:
         ]
         with (
             _server(
+                [*CLI, "api", "--port", str(unpaced_port)],
+                {**stack.env, "BUS_READ_WINDOW_MS": "0"},
+                f"http://127.0.0.1:{unpaced_port}/readyz",
+            ) as unpaced_pid,
+            _server(
                 [*socketio_args, "--log-level", "warning"],
-                stack.redis_url,
+                child_env(REDIS_URL=stack.redis_url),
                 f"http://127.0.0.1:{socketio_port}/socket.io/?EIO=4&transport=polling",
             ) as socketio_pid,
             _server(
                 [sys.executable, "-m", "loadtests.bench.bare_ws", str(bare_port)],
-                stack.redis_url,
+                child_env(REDIS_URL=stack.redis_url),
                 f"tcp://127.0.0.1:{bare_port}",
             ) as bare_pid,
         ):
@@ -193,6 +200,13 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, Any]:
                     fleet.taskwire_join(tokens),
                     fleet.taskwire_parse,
                     [stack.api_pid],
+                ),
+                UNPACED: System(
+                    "taskwire",
+                    [(f"ws://127.0.0.1:{unpaced_port}/ws/user/{user}", user) for user in sockets],
+                    fleet.taskwire_join(tokens),
+                    fleet.taskwire_parse,
+                    [unpaced_pid],
                 ),
                 "python-socketio": System(
                     "python-socketio",
