@@ -56,7 +56,7 @@ def _submit(results: dict[str, Any]) -> list[str]:
         for ours, base in zip(result["taskwire"]["open_loop"], result["baseline"]["open_loop"], strict=True):
             lines.append(
                 f"| {database} | {ours['rate']:.0f} | {ours['p50']:.1f} / {ours['p99']:.1f} | "
-                f"{base['p50']:.1f} / {base['p99']:.1f} | {ours['errors']:.0f} |"
+                f"{base['p50']:.1f} / {base['p99']:.1f} | {_errors(ours)} |"
             )
     return lines
 
@@ -95,6 +95,13 @@ def _e2e(results: dict[str, Any]) -> list[str]:
             f"{cpu or 0:.2f} ms | {row.get('api_cpu_ms', 0):.2f} ms | {per_core} |"
         )
     return lines
+
+
+def _errors(row: dict[str, Any]) -> str:
+    """The error count, with what the errors were when the run recorded it."""
+    kinds = row.get("error_kinds")
+    detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items())) if kinds else ""
+    return f"{row['errors']:.0f} ({detail})" if detail else f"{row['errors']:.0f}"
 
 
 def _fanout(results: dict[str, Any]) -> list[str]:

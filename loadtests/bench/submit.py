@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,18 +84,18 @@ async def throughput(target: Target, *, connections: int = 64, duration_s: float
 async def open_loop(target: Target, *, rate: float, duration_s: float = 5) -> dict[str, float]:
     """Send `rate` requests per second on schedule; latency counts from each intended send time."""
     latencies: list[float] = []
-    errors = 0
+    failures: Counter[str] = Counter()  # what each error was: an HTTP status, or the client's exception
     connector = aiohttp.TCPConnector(limit=1000)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def one(i: int, intended: float) -> None:
-            nonlocal errors
             try:
                 status = await _send(http, target, i)
-            except aiohttp.ClientError:
-                status = 0
+                if status != 202:
+                    failures[str(status)] += 1
+            except aiohttp.ClientError as exc:
+                failures[type(exc).__name__] += 1
             latencies.append(time.perf_counter() - intended)
-            errors += status != 202
 
         start = time.perf_counter() + 0.1
         pending = []
@@ -108,7 +109,8 @@ async def open_loop(target: Target, *, rate: float, duration_s: float = 5) -> di
     return {
         "rate": rate,
         "requests": len(latencies),
-        "errors": errors,
+        "errors": sum(failures.values()),
+        "error_kinds": dict(failures),
         "p50": percentile_ms(latencies, 50),
         "p99": percentile_ms(latencies, 99),
     }
