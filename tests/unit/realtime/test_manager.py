@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 from starlette.websockets import WebSocketState
 
+from app.metrics import registry as metrics
 from app.realtime.bus import BusListener
 from app.realtime.envelopes import CloseCode, attach_id, user_channel
 from app.realtime.history import HistoryEntry
@@ -328,3 +330,36 @@ async def test_bus_skips_malformed_messages_and_delivers_good_ones() -> None:
     await _drain()
     await connection.stop()
     assert socket.sent == ["HELLO", _envelope("2-0")]
+
+
+async def test_the_bus_counts_every_message_of_a_read_and_observes_the_lag_of_its_first() -> None:
+    manager = _manager()
+    socket = RecordingSocket()
+    connection = _connection(socket)
+    manager.register(connection)
+    connection.release([], [], floor_id=None)
+    connection.start()
+    bus = BusListener(client=None, manager=manager)  # type: ignore[arg-type]
+    received, lag_count, lag_sum = _metric("taskwire_bus_messages_received_total"), _lag("count"), _lag("sum")
+
+    def stamped(envelope_id: str, seconds_ago: float) -> str:
+        at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        return attach_id(f'{{"type":"chat_delta","timestamp":"{at.isoformat()}"}}', envelope_id)
+
+    channel = user_channel("p1")
+    bus._on_replies([["message", channel, stamped("1-0", 30.0)], ["message", channel, stamped("2-0", 0.0)]])
+    await _drain()
+    assert socket.ids() == ["1-0", "2-0"]
+    assert _metric("taskwire_bus_messages_received_total") == received + 2
+    assert _lag("count") == lag_count + 1, "one observation per read"
+    assert 29 < _lag("sum") - lag_sum < 60, "the first envelope's lag: it waited longest"
+    await connection.stop()
+
+
+def _metric(name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    return float(value or 0)
+
+
+def _lag(part: str) -> float:
+    return _metric(f"taskwire_bus_lag_seconds_{part}")
