@@ -15,8 +15,8 @@ def create_celery(settings: Settings, registry: TaskRegistry) -> Celery:
     app = Celery("taskwire")
     app.conf.update(
         broker_url=settings.required_redis_url,
-        # Broadcasts on SUBSCRIBE, not PSUBSCRIBE (broker_transport.py); a Sentinel URL keeps
-        # kombu's own transport.
+        # Broadcasts on SUBSCRIBE, not PSUBSCRIBE (broker_transport.py), for a redis:// or
+        # rediss:// broker; a URL of another scheme keeps the transport kombu picks for it.
         broker_transport=_transport_for(settings.required_redis_url),
         broker_connection_retry_on_startup=True,
         broker_transport_options={
