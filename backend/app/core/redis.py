@@ -99,7 +99,7 @@ class WaitingRedisCluster(AsyncRedisCluster):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._turns = asyncio.Semaphore(kwargs.get("max_connections", 100))
+        self._turns = asyncio.Semaphore(self.connection_kwargs["max_connections"])
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -108,11 +108,14 @@ class WaitingRedisCluster(AsyncRedisCluster):
         if _holding_a_turn.get():
             yield
             return
-        try:
-            async with asyncio.timeout(POOL_WAIT_S):
-                await self._turns.acquire()
-        except TimeoutError:  # as the blocking pool: a Redis connection error, which callers handle
-            raise MaxConnectionsError(f"no free Redis connection within {POOL_WAIT_S:.0f} s") from None
+        if not self._turns.locked():
+            await self._turns.acquire()  # a free place is taken without waiting: no timer (~6 µs) per command
+        else:
+            try:
+                async with asyncio.timeout(POOL_WAIT_S):
+                    await self._turns.acquire()
+            except TimeoutError:  # as the blocking pool: a Redis connection error, which callers handle
+                raise MaxConnectionsError(f"no free Redis connection within {POOL_WAIT_S:.0f} s") from None
         token = _holding_a_turn.set(True)
         try:
             yield
