@@ -157,7 +157,7 @@ async def run(stack: BenchStack, jwt_secret: str) -> dict[str, Any]:
 
     One sweep per system is at the mercy of whatever else the machine did in those seconds (the
     bare loop's figure moved by half between runs an hour apart); systems measured in turn, with
-    all three servers up, share that noise, and the median of the rounds keeps one bad step out.
+    all the servers up, share that noise, and the median of the rounds keeps one bad step out.
     """
     results: dict[str, Any] = {}
     rounds: dict[str, dict[str, list[float]]] = {}

@@ -287,8 +287,7 @@ class ClientConnection:
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away; the receive loop notices and cleans up
-            self._pending.clear()
-            self.unsent_bytes, self.replaying = 0, False
+            self._drop_pending()
             logger.debug("sender stopped", exc_info=True)
 
     async def _write_frames(self, frames: FrameWriter) -> None:
@@ -297,8 +296,7 @@ class ClientConnection:
         while self._pending:
             await frames.writable()
             if not frames.is_open():
-                self._pending.clear()
-                self.unsent_bytes, self.replaying = 0, False
+                self._drop_pending()
                 return
             items, self._pending = self._pending, []
             texts = [text for item in items for text in ((item,) if isinstance(item, str) else item)]
@@ -306,6 +304,11 @@ class ClientConnection:
             self.unsent_bytes -= sum(map(len, texts))
             if any(not isinstance(item, str) for item in items):
                 self.replaying = False
+
+    def _drop_pending(self) -> None:
+        # The socket cannot be written any more: nothing queued will go out.
+        self._pending.clear()
+        self.unsent_bytes, self.replaying = 0, False
 
 
 class ConnectionManager:

@@ -340,7 +340,7 @@ async def test_the_bus_counts_every_message_of_a_read_and_observes_the_lag_of_it
     connection.release([], [], floor_id=None)
     connection.start()
     bus = BusListener(client=None, manager=manager)  # type: ignore[arg-type]
-    received, lag_count, lag_sum = _metric("taskwire_bus_messages_received_total"), _lag("count"), _lag("sum")
+    received, lag_count, lag_sum = metrics.total_of(metrics.bus_received), _lag("count"), _lag("sum")
 
     def stamped(envelope_id: str, seconds_ago: float) -> str:
         at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
@@ -350,16 +350,13 @@ async def test_the_bus_counts_every_message_of_a_read_and_observes_the_lag_of_it
     bus._on_replies([["message", channel, stamped("1-0", 30.0)], ["message", channel, stamped("2-0", 0.0)]])
     await _drain()
     assert socket.ids() == ["1-0", "2-0"]
-    assert _metric("taskwire_bus_messages_received_total") == received + 2
+    assert metrics.total_of(metrics.bus_received) == received + 2
     assert _lag("count") == lag_count + 1, "one observation per read"
     assert 29 < _lag("sum") - lag_sum < 60, "the first envelope's lag: it waited longest"
     await connection.stop()
 
 
-def _metric(name: str) -> float:
-    value = metrics.registry.get_sample_value(name)
-    return float(value or 0)
-
-
 def _lag(part: str) -> float:
-    return _metric(f"taskwire_bus_lag_seconds_{part}")
+    """The lag histogram's `count` or `sum`."""
+    (family,) = metrics.bus_lag.collect()
+    return next(sample.value for sample in family.samples if sample.name.endswith(f"_{part}"))
