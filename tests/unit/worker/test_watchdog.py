@@ -5,6 +5,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -104,9 +105,27 @@ async def _busy_in_short_steps() -> None:
         await asyncio.sleep(0)
 
 
+@pytest.fixture
+def long_gil_turns() -> Iterator[None]:
+    """Threads keep the GIL up to 20 ms before they must offer it (Python's default is 5 ms).
+
+    With 5 ms turns, how long eight busy threads held the loop up was the scheduler's choice:
+    from 0.11 to 1 s in six runs on a two-core machine, and CI once measured 0.137 s where the
+    test needs 0.2. With 20 ms turns the loop waits 0.7-2.2 s (eighteen runs), and each of its
+    own steps still gives the GIL up at the loop's select().
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.02)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thread's schedstat is Linux's")
+@pytest.mark.usefixtures("long_gil_turns")
 def test_a_loop_held_up_by_another_thread_is_late_not_blocked(caplog: pytest.LogCaptureFixture) -> None:
-    # Eight other threads share the GIL with the loop's: each 10 ms step of ours takes ~90 ms.
+    # Eight other threads share the GIL with the loop's: each 10 ms step of ours waits behind them.
     # The one stack the watchdog catches is wherever the loop thread stood when it lost the GIL:
     # our code, but not our doing. CI once saw such a 390 ms stop reported as "blocked".
     others = [threading.Thread(target=_wants_the_gil_for_a_while, daemon=True) for _ in range(8)]
