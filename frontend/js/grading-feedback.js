@@ -41,7 +41,7 @@ export function pageNotes(details) {
     item.className = "page-note blocked";
     const first = details.blocked_requests?.[0] ?? "";
     item.textContent =
-      `Your page tried to load ${blocked === 1 ? "something" : `${blocked} things`} from the internet` +
+      `Your page tried to load ${blocked === 1 ? "something" : `${blocked}${details.blocked_request_count_capped ? " or more" : ""} things`} from the internet` +
       (first ? ` (like ${first})` : "") +
       ". Grading runs offline, so it was blocked: put your styles and scripts in the editors instead.";
     notes.push(item);

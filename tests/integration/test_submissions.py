@@ -119,9 +119,8 @@ async def test_twelve_concurrent_submissions_never_use_more_than_five_contexts(
         ]
         assert len(opened) == 12
         assert max(opened) == 5, f"the pool's own count of open contexts: {opened}"
-        assert (
-            "sandbox browser launched" in worker.log_text() and worker.log_text().count("sandbox browser launched") == 1
-        )
+        lanes = worker.log_text().count("sandbox browser launched")
+        assert 1 <= lanes <= 5, f"{lanes} grading lanes (each a browser) for a pool of five"
     finally:
         worker.stop()
         api.stop()

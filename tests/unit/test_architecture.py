@@ -73,6 +73,18 @@ def test_realtime_knows_nothing_of_tasks_or_features() -> None:
     assert _importers("realtime", ("app.tasks", "app.worker", *(f"app.{f}" for f in FEATURES))) == []
 
 
+def test_the_worker_process_imports_no_playwright() -> None:
+    # Playwright, Node and Chromium live in the grading lanes (submissions/lane.py), each its own
+    # process tree: a learner's page can flood them, never the worker's event loop.
+    probe = (
+        "import sys, app.worker.celery_app, app.submissions.handler, app.submissions.sandbox; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'playwright' "
+        "or m in ('app.submissions.lane', 'app.submissions.grading')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"the worker imported what belongs in a lane: {out}"
+
+
 def test_the_api_process_imports_no_worker_only_code() -> None:
     # In a fresh interpreter: what `taskwire api` loads, and which Celery worker signals it hooks.
     probe = (

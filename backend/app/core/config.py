@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     sandbox_max_per_learner: int = Field(default=1, gt=0)
     # A learner's page's JavaScript heap: a memory bomb ends its own page, quickly.
     sandbox_js_heap_mb: int = Field(default=256, ge=16)
+    # How a grading lane (a browser in a process tree of its own) is walled off: `auto` uses
+    # network, PID and mount namespaces where the host allows and says so where it does not;
+    # `namespaces` refuses to grade without them; `process` never tries (docs/security.md).
+    sandbox_isolation: Literal["auto", "namespaces", "process"] = "auto"
+    # Private memory each process of a lane may hold (the kernel's RLIMIT_DATA), and the size of
+    # its temporary files (a tmpfs in its own mount namespace; the largest file elsewhere).
+    sandbox_memory_mb: int = Field(default=1024, ge=256)
+    sandbox_disk_mb: int = Field(default=256, ge=32)
+    # An idle lane (about 300 MiB) is stopped after this long; the next grading starts one.
+    sandbox_lane_idle_s: float = Field(default=600, gt=0)
 
     # Host headers this service answers to, and browser origins allowed to call it cross-origin.
     allowed_hosts: list[str] = ["*"]

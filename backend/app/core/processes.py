@@ -17,17 +17,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # The child gets SIGTERM if its parent dies, even by SIGKILL, so nothing is left orphaned.
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child before exec (Linux): `sig` reaches it when its parent dies, even by SIGKILL: nothing is orphaned."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def spawn(
     args: list[str], *, env: dict[str, str] | None = None, own_session: bool = True, **kwargs: object
 ) -> subprocess.Popen[bytes]:
     """Start a child that dies when we do, in its own session (Ctrl-C reaches only us) unless told otherwise."""
-    return subprocess.Popen(args, env=env, start_new_session=own_session, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return subprocess.Popen(args, env=env, start_new_session=own_session, preexec_fn=die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
 def stop(process: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> int | None:

@@ -1,14 +1,17 @@
-"""One grading: a learner's page loaded in its own offline browser context and its checkpoints read.
+"""One grading: a learner's page loaded in its own browser context and its checkpoints read.
 
-The page is hostile. What it can do is bounded here: every request but its own document is
-refused, blocking dialogs and the console are replaced before its code runs by stand-ins that
-report a bounded number of times (an `alert` loop would otherwise flood the worker with one
-browser event per call), page errors are kept up to a count, and every value is read in an
-isolated world the page's JavaScript cannot reach. Style expectations are normalised in a page
-of our own (sandbox.py), so the learner's CSS cannot move them.
+Runs inside a grading lane (lane.py), whose browser has no network at all. The page is hostile.
+What it can do is bounded here: the document is served once by the browser itself (a request
+for that one URL is fulfilled; nothing else is intercepted, so a flood of requests is never a
+callback), blocking dialogs and the console are replaced before its code runs by stand-ins that
+report a bounded number of times (an `alert` loop would otherwise be one browser event per
+call), page errors and failed requests are kept up to a count, after which nobody listens, and
+every value is read in an isolated world the page's JavaScript cannot reach. Style expectations
+are normalised in a page of our own (lane.py), so the learner's CSS cannot move them.
 """
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -25,7 +28,8 @@ from app.submissions.checks import READER_JS, ValueCheck, reader_spec, verdict
 PAGE_URL = "http://sandbox.taskwire.invalid/"
 ACTION_TIMEOUT_MS = 2000
 MAX_PAGE_ERRORS = 10
-MAX_BLOCKED_KEPT = 20
+MAX_BLOCKED_KEPT = 20  # failed requests listed
+MAX_BLOCKED_COUNTED = 1000  # failed requests counted; past it nobody listens (the count says "or more")
 MAX_DIALOG_SAMPLES = 5
 
 ProgressReporter = Callable[[str, str, float], None]
@@ -88,7 +92,7 @@ def compose_page(code: CodeFiles) -> str:
 
 
 class Grading:
-    """One submission's page in its own context; `run` grades it, `kill` ends its renderer."""
+    """One submission's page in its own context; `run` grades it."""
 
     def __init__(self, context: BrowserContext, normalise_style: StyleNormaliser):
         self.context = context
@@ -101,6 +105,7 @@ class Grading:
         self.dialog_count = 0
         self.dialog_samples: list[str] = []
         self.page_errors: list[str] = []
+        self._served = False
 
     async def run(self, exercise: Exercise, code: CodeFiles, report: ProgressReporter) -> dict[str, Any]:
         """Load the page and check every checkpoint; returns the checkpoints and the page's details.
@@ -127,46 +132,55 @@ class Grading:
             "duration_ms": round((time.monotonic() - started) * 1000),
             "blocked_requests": self.blocked,
             "blocked_request_count": self.blocked_count,
+            "blocked_request_count_capped": self.blocked_count >= MAX_BLOCKED_COUNTED,
             "dialogs": self.dialog_count,
             "dialog_samples": self.dialog_samples,
             "page_errors": self.page_errors,
         }
         return {"checkpoints": results, "details": details}
 
-    async def kill(self) -> None:
-        """End the page's renderer whatever its JavaScript is doing; only this grading's process dies."""
-        if self._driver is None or self.crashed:
-            return
-        # Page.crash is answered by the renderer it kills: its reply never comes.
-        with contextlib.suppress(TimeoutError, PlaywrightError):
-            await asyncio.wait_for(self._driver.send("Page.crash"), timeout=0.5)
-
     async def _open(self, document: str) -> Page:
-        async def route(route: Any) -> None:
-            if route.request.url == PAGE_URL:
-                await route.fulfill(status=200, body=document, content_type="text/html; charset=utf-8")
-            else:
-                self.blocked_count += 1
-                if len(self.blocked) < MAX_BLOCKED_KEPT:
-                    self.blocked.append(route.request.url[:200])
-                await route.abort("blockedbyclient")
-
         context = self.context
-        await context.route("**/*", route)
-        with contextlib.suppress(AttributeError):  # Playwright < 1.48 has no WebSocket routing
-            await context.route_web_socket("**/*", lambda ws: ws.close())
         await context.add_init_script(_STANDINS_JS)
         page = self._page = await context.new_page()
         page.on("crash", self._on_crash)
         page.on("dialog", self._on_dialog)
         page.on("pageerror", self._on_page_error)
+        page.on("requestfailed", self._on_request_failed)
         # The binding needs Runtime enabled on this session; with the console stubbed, what else
         # it hears is rare (uncaught exceptions, new frames).
         driver = self._driver = await context.new_cdp_session(page)
         driver.on("Runtime.bindingCalled", self._on_binding)
+        driver.on("Fetch.requestPaused", lambda event: self._serve(event, document))
         await driver.send("Runtime.enable")
         await driver.send("Runtime.addBinding", {"name": _DIALOG_BINDING})
+        # The browser pauses only a request for the page's own URL: every other request goes
+        # on to a network that is not there and fails in the browser, with no round trip here.
+        await driver.send("Fetch.enable", {"patterns": [{"urlPattern": PAGE_URL, "requestStage": "Request"}]})
         return page
+
+    def _serve(self, event: dict[str, Any], document: str) -> None:
+        task = asyncio.ensure_future(self._answer_paused(str(event["requestId"]), document))
+        _pending_answers.add(task)
+        task.add_done_callback(_pending_answers.discard)
+
+    async def _answer_paused(self, request_id: str, document: str) -> None:
+        """The first request for the page's URL gets the document; any later one (an iframe of it) fails."""
+        driver = self._driver
+        if driver is None:
+            return
+        with contextlib.suppress(PlaywrightError):
+            if self._served:
+                await driver.send("Fetch.failRequest", {"requestId": request_id, "errorReason": "BlockedByClient"})
+                return
+            self._served = True
+            body = base64.b64encode(document.encode("utf-8")).decode("ascii")
+            headers = [{"name": "Content-Type", "value": "text/html; charset=utf-8"}]
+            await driver.send(
+                "Fetch.fulfillRequest",
+                {"requestId": request_id, "responseCode": 200, "responseHeaders": headers, "body": body},
+            )
+            await driver.send("Fetch.disable")
 
     def _on_crash(self, _page: Page) -> None:
         self.crashed = True
@@ -190,6 +204,14 @@ class Grading:
         task = asyncio.ensure_future(dialog.dismiss())
         _pending_dismissals.add(task)
         task.add_done_callback(_pending_dismissals.discard)
+
+    def _on_request_failed(self, request: Any) -> None:
+        self.blocked_count += 1
+        if len(self.blocked) < MAX_BLOCKED_KEPT:
+            self.blocked.append(str(request.url)[:200])
+        if self.blocked_count >= MAX_BLOCKED_COUNTED and self._page is not None:
+            # Playwright stops forwarding an event nobody listens to: a flood costs no more.
+            self._page.remove_listener("requestfailed", self._on_request_failed)
 
     def _on_page_error(self, error: Any) -> None:
         self.page_errors.append(str(error)[:300])
@@ -218,6 +240,7 @@ class Grading:
 
 
 _pending_dismissals: set[asyncio.Task[None]] = set()
+_pending_answers: set[asyncio.Task[None]] = set()
 
 
 async def _perform(page: Page, action: Action) -> bool:

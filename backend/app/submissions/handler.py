@@ -12,7 +12,7 @@ from app.tasks.errors import PermanentError
 
 
 class Grader:
-    """Grades submissions; one per worker process, with its Chromium pool (started on the first one)."""
+    """Grades submissions; one per worker process, with its pool of grading lanes (started on the first one)."""
 
     def __init__(self, resources: HandlerResources):
         settings = resources.settings
@@ -23,6 +23,10 @@ class Grader:
             timeout_s=settings.sandbox_timeout_s,
             per_learner=settings.sandbox_max_per_learner,
             js_heap_mb=settings.sandbox_js_heap_mb,
+            memory_mb=settings.sandbox_memory_mb,
+            disk_mb=settings.sandbox_disk_mb,
+            isolation=settings.sandbox_isolation,
+            lane_idle_s=settings.sandbox_lane_idle_s,
         )
 
     def unavailable(self) -> str | None:
@@ -45,5 +49,5 @@ class Grader:
         return Outcome(result=result, persist=store_grade)
 
     async def aclose(self) -> None:
-        """Stop the browser."""
+        """Stop every grading lane."""
         await self._sandbox.close()

@@ -1,45 +1,35 @@
-"""The Chromium pool: one browser per worker process, a fresh offline context per grading.
+"""The grading pool: at most `max_concurrency` lanes, each a browser in a process tree of its own.
 
-No learner's page may fail, slow or starve another learner's grading: each learner has at most
-`per_learner` gradings in the pool at once (the rest wait their turn without holding a slot);
-a grading's time limit includes closing its page, and a page that does not close is killed
-alone (its renderer crashed on purpose) rather than the browser restarted under everyone;
-the renderer's JavaScript heap is capped, so a memory bomb ends its own page quickly.
-Failures the page caused are the learner's (`timeout`, `page_crashed`), told with a hint.
+No learner's page may fail, slow or outlive another learner's grading, and the operating system
+enforces it rather than callbacks: every grading runs in a lane (lane.py) walled off by
+namespaces where the host allows (isolation.py) — no network, own PIDs, bounded memory and disk
+— and whatever its page does reaches this process as a bounded number of lines. A grading that
+runs past its time, crashes, or leaves its page unclosed has its whole lane killed by PID, and a
+fresh one takes its place. Each learner has at most `per_learner` gradings in the pool at once
+(the rest wait their turn without holding a slot). Failures the page caused are the learner's
+(`timeout`, `page_crashed`), told with a hint.
 """
 
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.async_api import Browser, Page, Playwright, async_playwright
-from playwright.async_api import Error as PlaywrightError
-
 from app.exercises.schemas import CodeFiles, Exercise
-from app.submissions.checks import NORMALISE_JS
-from app.submissions.chromium import chromium_missing, first_line
-from app.submissions.grading import Grading, PageCrashed, ProgressReporter
+from app.submissions.chromium import chromium_missing
+from app.submissions.isolation import Isolation, IsolationSetting, detect_isolation
+from app.submissions.lanes import Lane, LaneBroken, LaneFailed, ProgressReporter
 from app.tasks.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
-CLEANUP_S = 2.0
-# Everything but our own fulfilled page is refused by routing; these make sure nothing that
-# escapes routing (WebSockets, WebRTC, prefetches) can resolve or reach a network either.
-_CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
-]
+LANE_START_TIMEOUT_S = 60.0
+# A lane grades this many pages, then is replaced: whatever slowly builds up in a browser goes with it.
+LANE_MAX_GRADINGS = 200
+# Lanes a grading may try when one fails before its page opens (not the learner's doing).
+LANE_ATTEMPTS = 3
 
 
 @dataclass
@@ -87,7 +77,7 @@ class LearnerTurns:
 
 
 class SandboxPool:
-    """Long-lived Chromium, a fresh context per submission, at most `max_concurrency` at once."""
+    """Grading lanes, a fresh browser context per submission, at most `max_concurrency` at once."""
 
     def __init__(
         self,
@@ -98,6 +88,10 @@ class SandboxPool:
         timeout_s: float,
         per_learner: int = 1,
         js_heap_mb: int = 256,
+        memory_mb: int = 1024,
+        disk_mb: int = 256,
+        isolation: IsolationSetting = "auto",
+        lane_idle_s: float = 600,
     ):
         self._chromium_path = chromium_path
         self._max = max_concurrency
@@ -105,23 +99,39 @@ class SandboxPool:
         self._turns = LearnerTurns(per_learner)
         self._queue_timeout_s = queue_timeout_s
         self._timeout_s = timeout_s
-        # Part of the time limit kept for closing the page, so that a grading never outlasts it.
-        self._cleanup_s = min(CLEANUP_S, timeout_s / 5)
-        self._js_heap_mb = js_heap_mb
-        self._playwright: Playwright | None = None
-        self._browser: Browser | None = None
-        self._reference: Page | None = None
-        self._launch_lock = asyncio.Lock()
-        self._closing: set[asyncio.Future[None]] = set()
+        self._lane_config = {
+            "chromium_path": chromium_path,
+            "js_heap_mb": js_heap_mb,
+            "memory_mb": memory_mb,
+            "disk_mb": disk_mb,
+        }
+        self._isolation_setting = isolation
+        self._isolation: Isolation | None = None
+        self._lane_idle_s = lane_idle_s
+        self._idle: list[Lane] = []
+        self._busy: set[Lane] = set()
+        self._starting = 0
+        self._spares: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.active = 0
         self.peak = 0
         self.launches = 0
         self.kills = 0
-        self._launch_error: str | None = None  # why the last launch failed, until one succeeds
+        self._launch_error: str | None = None  # why the last start failed, until one succeeds
 
     def unavailable(self) -> str | None:
-        """Why grading cannot run here (no Chromium at the path, or its last launch failed), else None."""
-        return chromium_missing(self._chromium_path) or self._launch_error
+        """Why grading cannot run here (no Chromium, no required isolation, a failed start), else None."""
+        if missing := chromium_missing(self._chromium_path):
+            return missing
+        if self._isolation is not None and self._isolation_setting == "namespaces" and not self._isolation.namespaces:
+            return f"SANDBOX_ISOLATION=namespaces, but {self._isolation.reason}"
+        return self._launch_error
+
+    @property
+    def isolation(self) -> Isolation | None:
+        """How lanes are walled off here, once the first has been started."""
+        return self._isolation
 
     async def grade(
         self, exercise: Exercise, code: CodeFiles, report: ProgressReporter, *, learner: str = ""
@@ -130,7 +140,15 @@ class SandboxPool:
         until = asyncio.get_running_loop().time() + self._queue_timeout_s
         try:
             async with self._turns.turn(learner, until), self._slot(until):
-                return await self._grade_in_time(exercise, code, report)
+                for _ in range(LANE_ATTEMPTS - 1):
+                    with contextlib.suppress(LaneBroken):  # the lane failed, not the page: another one
+                        return await self._grade_on(await self._take_lane(), exercise, code, report)
+                try:
+                    return await self._grade_on(await self._take_lane(), exercise, code, report)
+                except LaneBroken:
+                    raise PermanentError(
+                        "sandbox_unavailable", "grading is unavailable right now (the browser keeps failing)"
+                    ) from None
         except TimeoutError:  # waiting for a turn or a slot; a grading's own timeout is a PermanentError
             raise PermanentError("sandbox_busy", "every grading slot stayed busy; please submit again") from None
 
@@ -147,106 +165,147 @@ class SandboxPool:
             self.active -= 1
             self._slots.release()
 
-    async def _grade_in_time(self, exercise: Exercise, code: CodeFiles, report: ProgressReporter) -> GradeReport:
-        browser = await self._browser_ready()
-        context = await browser.new_context(service_workers="block", viewport={"width": 1280, "height": 800})
-        # The learner's time starts now: launching (or relaunching) our browser is not theirs to pay.
+    async def _grade_on(self, lane: Lane, exercise: Exercise, code: CodeFiles, report: ProgressReporter) -> GradeReport:
+        self._busy.add(lane)
+        job = {"exercise": exercise.model_dump(mode="json"), "code": code.model_dump()}
+        # The learner's time starts now: starting (or restarting) a lane is not theirs to pay.
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        grading = Grading(context, self._normalise_style)
         try:
-            async with asyncio.timeout_at(deadline - self._cleanup_s):
-                graded = await grading.run(exercise, code, report)
+            async with asyncio.timeout_at(deadline):
+                answer = await lane.grade(job, report)
         except TimeoutError:
+            await self._end_lane(lane, "its page ran past the time limit")
             raise PermanentError(
                 "timeout",
                 f"your page did not finish within {self._timeout_s:g} s. Is there a loop that never ends, "
                 "or one that calls alert() or adds elements again and again?",
             ) from None
-        except PageCrashed:
+        except LaneBroken as exc:
+            await self._end_lane(lane, f"it broke before the page opened: {exc}")
+            raise
+        except LaneFailed as exc:
+            await self._end_lane(lane, f"it failed: {exc}")
+            raise _crashed() from None
+        except BaseException:  # cancelled: nothing of the page may outlive its grading
+            await asyncio.shield(self._end_lane(lane, "its grading was cancelled"))
+            raise
+        error = answer.get("error") or {}
+        if not answer.get("clean"):
+            crashed = error.get("code") == "page_crashed"
+            await self._end_lane(lane, "its page crashed" if crashed else "its page did not close in time")
+        elif lane.gradings >= LANE_MAX_GRADINGS:
+            self._busy.discard(lane)
+            self._in_background(lane.close())
+        else:
+            self._keep(lane)
+        if error:
+            if error.get("code") == "page_crashed":
+                raise _crashed()
+            raise RuntimeError(f"the grading lane failed: {error.get('message', error)}")
+        return _report(answer["graded"])
+
+    async def _take_lane(self) -> Lane:
+        """An idle lane, or a new one; a spare is started behind it so the next grading need not wait."""
+        while self._idle:
+            lane = self._idle.pop()
+            if lane.idle_timer is not None:
+                lane.idle_timer.cancel()
+            if lane.alive:
+                self._start_spare()
+                return lane
+            await self._end_lane(lane, "it had ended while idle")
+        lane = await self._start_lane()
+        self._start_spare()
+        return lane
+
+    async def _start_lane(self) -> Lane:
+        if self._isolation is None:
+            self._isolation = await asyncio.to_thread(detect_isolation, self._isolation_setting)
+            level = logging.INFO if self._isolation.namespaces else logging.WARNING
+            logger.log(level, "grading lanes are isolated by %s", self._isolation.describe())
+        if self._isolation_setting == "namespaces" and not self._isolation.namespaces:
+            raise PermanentError("sandbox_unavailable", "grading is unavailable right now (no isolation)")
+        self._starting += 1
+        try:
+            lane = await Lane.start(self._isolation, self._lane_config, LANE_START_TIMEOUT_S)
+        except (LaneFailed, OSError) as exc:
+            logger.error("could not start a grading lane", extra={"path": self._chromium_path, "error": str(exc)})
+            self._launch_error = f"the grading browser at {self._chromium_path} did not start: {exc}"
             raise PermanentError(
-                "page_crashed",
-                "your page crashed the browser tab, most often by using too much memory "
-                "(a loop that keeps adding to an array or to the page?)",
+                "sandbox_unavailable", "grading is unavailable right now (no browser could be started)"
             ) from None
         finally:
-            await self._dispose(grading, deadline)
-        checkpoints = graded["checkpoints"]
-        passed_count = sum(c["passed"] for c in checkpoints)
-        total = len(checkpoints)
-        all_passed = passed_count == total
-        message = f"All {total} checks passed!" if all_passed else f"{passed_count} of {total} checks passed."
-        return GradeReport(all_passed, message, checkpoints, graded["details"])
+            self._starting -= 1
+        self._launch_error = None
+        self.launches += 1
+        logger.info("sandbox browser launched", extra={"launches": self.launches, "lane": lane.pid})
+        return lane
+
+    def _start_spare(self) -> None:
+        lanes = len(self._idle) + len(self._busy) + self._starting
+        if self._closed or self._idle or self._spares or lanes + 1 >= self._max:
+            return
+        spare = asyncio.ensure_future(self._warm_spare())
+        self._spares.add(spare)
+        spare.add_done_callback(self._spares.discard)
+
+    def _in_background(self, closing: Any) -> None:
+        task = asyncio.ensure_future(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _warm_spare(self) -> None:
+        with contextlib.suppress(PermanentError):
+            lane = await self._start_lane()
+            if self._closed:
+                await lane.close()
+            else:
+                self._keep(lane, busy=False)
+
+    def _keep(self, lane: Lane, *, busy: bool = True) -> None:
+        if busy:
+            self._busy.discard(lane)
+        self._idle.append(lane)
+        lane.idle_timer = asyncio.get_running_loop().call_later(self._lane_idle_s, self._retire_idle, lane)
+
+    def _retire_idle(self, lane: Lane) -> None:
+        if lane in self._idle:
+            self._idle.remove(lane)
+            self._in_background(lane.close())
+
+    async def _end_lane(self, lane: Lane, why: str) -> None:
+        """Kill a lane whole, by PID; the next grading gets a fresh one."""
+        self._busy.discard(lane)
+        self.kills += 1
+        logger.warning(
+            "ending a grading lane: %s",
+            why,
+            extra={"lane": lane.pid, "kills": self.kills, "stderr": lane.stderr_tail()[-500:]},
+        )
+        await lane.kill()
 
     async def close(self) -> None:
-        """Stop the browser and Playwright."""
-        for closing in list(self._closing):
-            closing.cancel()
-        if self._browser is not None:
-            with contextlib.suppress(PlaywrightError):
-                await self._browser.close()
-        if self._playwright is not None:
-            await self._playwright.stop()
-        self._browser = self._playwright = self._reference = None
+        """End every lane and its browser."""
+        self._closed = True
+        for spare in list(self._spares):
+            spare.cancel()
+        lanes, self._idle = [*self._idle, *self._busy], []
+        self._busy.clear()
+        await asyncio.gather(*(lane.close() for lane in lanes), *self._closing, return_exceptions=True)
 
-    async def _browser_ready(self) -> Browser:
-        async with self._launch_lock:
-            if self._browser is None or not self._browser.is_connected():
-                if self._playwright is None:
-                    self._playwright = await async_playwright().start()
-                # Root cannot use Chromium's own sandbox; everywhere else it stays on.
-                args = [
-                    *_CHROMIUM_ARGS,
-                    f"--js-flags=--max-old-space-size={self._js_heap_mb}",
-                    *(["--no-sandbox"] if os.geteuid() == 0 else []),
-                ]
-                try:
-                    self._browser = await self._playwright.chromium.launch(
-                        executable_path=self._chromium_path, args=args
-                    )
-                except PlaywrightError as exc:
-                    logger.error("could not start Chromium", extra={"path": self._chromium_path, "error": str(exc)})
-                    self._launch_error = f"Chromium at {self._chromium_path} did not start: {first_line(str(exc))}"
-                    raise PermanentError(
-                        "sandbox_unavailable", "grading is unavailable right now (no browser could be started)"
-                    ) from None
-                self._reference = None
-                self._launch_error = None
-                self.launches += 1
-                logger.info("sandbox browser launched", extra={"launches": self.launches})
-            return self._browser
 
-    async def _normalise_style(self, spec: dict[str, Any]) -> str:
-        """The expected value of a style check in computed form, read in a page no learner's code reaches."""
-        async with self._launch_lock:
-            page = self._reference
-            if page is None or page.is_closed():
-                browser = self._browser
-                if browser is None:
-                    raise PlaywrightError("the browser is gone")
-                context = await browser.new_context()
-                page = self._reference = await context.new_page()
-        return str(await page.evaluate(NORMALISE_JS, spec))
+def _crashed() -> PermanentError:
+    return PermanentError(
+        "page_crashed",
+        "your page crashed the browser tab, most often by using too much memory "
+        "(a loop that keeps adding to an array or to the page?)",
+    )
 
-    async def _dispose(self, grading: Grading, deadline: float) -> None:
-        """Close the grading's context by the deadline; a page that will not close is killed alone."""
-        loop = asyncio.get_running_loop()
-        closing = asyncio.ensure_future(grading.context.close())
-        try:
-            await asyncio.wait_for(asyncio.shield(closing), timeout=max(0.1, (deadline - loop.time()) / 2))
-            return
-        except (TimeoutError, PlaywrightError):
-            pass
-        self.kills += 1
-        logger.warning("a learner's page did not close; killing its renderer", extra={"kills": self.kills})
-        await grading.kill()
-        try:
-            await asyncio.wait_for(asyncio.shield(closing), timeout=max(0.1, deadline - loop.time()))
-        except (TimeoutError, PlaywrightError):
-            # Let it finish in the background: the slot is given back on time either way.
-            self._closing.add(closing)
-            closing.add_done_callback(self._forget_closing)
 
-    def _forget_closing(self, closing: "asyncio.Future[None]") -> None:
-        self._closing.discard(closing)
-        if not closing.cancelled() and closing.exception() is not None:
-            logger.warning("a killed page's context failed to close", extra={"error": str(closing.exception())})
+def _report(graded: dict[str, Any]) -> GradeReport:
+    checkpoints = graded["checkpoints"]
+    passed_count = sum(bool(c["passed"]) for c in checkpoints)
+    total = len(checkpoints)
+    all_passed = passed_count == total
+    message = f"All {total} checks passed!" if all_passed else f"{passed_count} of {total} checks passed."
+    return GradeReport(all_passed, message, checkpoints, graded["details"])
