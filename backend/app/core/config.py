@@ -107,9 +107,10 @@ class Settings(BaseSettings):
     # network, PID and mount namespaces where the host allows and says so where it does not;
     # `namespaces` refuses to grade without them; `process` never tries (docs/security.md).
     sandbox_isolation: Literal["auto", "namespaces", "process"] = "auto"
-    # Private memory each process of a lane may hold (the kernel's RLIMIT_DATA), and the size of
-    # its temporary files (a tmpfs in its own mount namespace; the largest file elsewhere).
-    sandbox_memory_mb: int = Field(default=1024, ge=256)
+    # Private memory each process of a lane may hold (the kernel's RLIMIT_DATA: reserved and
+    # writable, so Node needs ~700 MiB before any work), and the size of its temporary files (a
+    # tmpfs in its own mount namespace; the largest file elsewhere).
+    sandbox_memory_mb: int = Field(default=1024, ge=768)
     sandbox_disk_mb: int = Field(default=256, ge=32)
     # An idle lane (about 300 MiB) is stopped after this long; the next grading starts one.
     sandbox_lane_idle_s: float = Field(default=600, gt=0)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psutil
+
 from app.core.processes import die_with_parent
 from app.submissions.isolation import Isolation, kill_tree, tree_of
 
@@ -83,6 +85,7 @@ class Lane:
         self._stderr_kept = 0
         self._draining = asyncio.ensure_future(self._drain_stderr())
         self.gradings = 0
+        self.yielding = False
         self.idle_timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -132,6 +135,27 @@ class Lane:
     def processes(self) -> int:
         """How many processes the lane has now (its browser's included)."""
         return len(tree_of(self.pid))
+
+    def yield_cpu(self, idle: bool = True) -> bool:
+        """Put every thread of the lane under SCHED_IDLE (or back under SCHED_OTHER); False where not allowed.
+
+        Scheduling is per thread on Linux, and a new thread inherits its creator's policy, so a
+        browser that keeps starting threads keeps yielding. Going idle is always allowed; coming
+        back needs CAP_SYS_NICE (root has it).
+        """
+        policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        allowed = True
+        for process in tree_of(self.pid):
+            with contextlib.suppress(psutil.Error):
+                for thread in process.threads():
+                    try:
+                        os.sched_setscheduler(thread.id, policy, os.sched_param(0))
+                    except PermissionError:
+                        allowed = False
+                    except OSError:
+                        pass  # the thread ended meanwhile
+        self.yielding = idle or not allowed
+        return allowed
 
     async def grade(self, job: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
         """Send one job; report its progress; return the lane's answer (`graded` or `error`, and `clean`)."""

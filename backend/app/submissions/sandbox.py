@@ -30,6 +30,10 @@ LANE_START_TIMEOUT_S = 60.0
 LANE_MAX_GRADINGS = 200
 # Lanes a grading may try when one fails before its page opens (not the learner's doing).
 LANE_ATTEMPTS = 3
+# A grading still running after this long (most finish well within it) yields the CPU to the
+# others: its lane's threads run only when no other wants the CPU, so a page that floods or
+# spins its browser slows itself, not the learners next to it.
+OVERTIME_S = 1.5
 
 
 @dataclass
@@ -169,7 +173,9 @@ class SandboxPool:
         self._busy.add(lane)
         job = {"exercise": exercise.model_dump(mode="json"), "code": code.model_dump()}
         # The learner's time starts now: starting (or restarting) a lane is not theirs to pay.
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        overtime = loop.call_later(min(OVERTIME_S, self._timeout_s / 4), lane.yield_cpu)
         try:
             async with asyncio.timeout_at(deadline):
                 answer = await lane.grade(job, report)
@@ -189,11 +195,15 @@ class SandboxPool:
         except BaseException:  # cancelled: nothing of the page may outlive its grading
             await asyncio.shield(self._end_lane(lane, "its grading was cancelled"))
             raise
+        finally:
+            overtime.cancel()
         error = answer.get("error") or {}
+        # Without the right to take its CPU share back (not root), an overtime lane is replaced.
+        restored = not lane.yielding or lane.yield_cpu(idle=False)
         if not answer.get("clean"):
             crashed = error.get("code") == "page_crashed"
             await self._end_lane(lane, "its page crashed" if crashed else "its page did not close in time")
-        elif lane.gradings >= LANE_MAX_GRADINGS:
+        elif not restored or lane.gradings >= LANE_MAX_GRADINGS:
             self._busy.discard(lane)
             self._in_background(lane.close())
         else:
