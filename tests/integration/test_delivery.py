@@ -86,6 +86,25 @@ async def test_reconnect_gets_exactly_the_missed_messages_then_live(
     assert after["id"] == live[0]
 
 
+async def test_a_replay_of_many_pages_arrives_whole_in_order_with_live_ones_after(
+    api: ApiServer, http: httpx.AsyncClient, publisher: EnvelopePublisher
+) -> None:
+    # A replay is read a page (64 envelopes) at a time as the socket takes it; live envelopes
+    # published meanwhile wait for its end.
+    account = await register(http)
+    first = _publish(publisher, account, 1)
+    missed = _publish(publisher, account, 300, start=1)
+    ws, hello = await open_socket(api.ws_url, account, last_id=first[0])
+    async with ws:
+        assert hello["data"]["replayed"] == 300 and hello["data"]["recovered"] is True
+        replayed = [await next_frame(ws, what=f"replayed message {i}") for i in range(100)]
+        live = _publish(publisher, account, 2, start=301)
+        replayed += [await next_frame(ws, what=f"replayed message {i}") for i in range(100, 300)]
+        after = [await next_frame(ws, what="the live messages after the replay") for _ in range(2)]
+    assert [f["id"] for f in replayed] == missed
+    assert [f["id"] for f in after] == live
+
+
 async def test_resume_frame_on_an_open_socket(
     api: ApiServer, http: httpx.AsyncClient, publisher: EnvelopePublisher
 ) -> None:
@@ -99,11 +118,16 @@ async def test_resume_frame_on_an_open_socket(
         replayed = [await next_frame(ws) for _ in range(3)]
         await ws.send(json.dumps({"type": "resume", "last_id": "yesterday"}))
         error = await next_frame(ws, what="an error for a bad last_id")
+        malformed = []
+        for last_id in ("1_0-0", "1" * 23, "\u0661\u0662-0", "18446744073709551616-0", 12):
+            await ws.send(json.dumps({"type": "resume", "last_id": last_id}))
+            malformed.append(await next_frame(ws, what=f"an error for last_id {last_id!r}"))
         await ws.send(json.dumps({"type": "subscribe"}))
         unknown = await next_frame(ws, what="an error for an unknown frame type")
     assert again["type"] == "hello" and again["data"]["replayed"] == 3 and again["data"]["recovered"] is True
     assert [f["id"] for f in replayed] == ids[2:]
     assert error["type"] == "error" and error["data"]["code"] == "bad_last_id"
+    assert [(f["type"], f["data"]["code"]) for f in malformed] == [("error", "bad_last_id")] * 5, malformed
     assert unknown["type"] == "error" and unknown["data"]["code"] == "unknown_frame_type"
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
 from websockets.asyncio.client import connect
@@ -116,6 +117,65 @@ async def test_hole_3_five_stuck_pages_neither_fail_nor_slow_another_learners_gr
     assert ended == 5, "each of mallory's pages ended its own lane, and no other lane was ended"
 
 
+FLOODING_PAGES = {
+    "requests": "setInterval(() => { for (let i = 0; i < 2000; i++) fetch('/f' + Math.random()).catch(() => {}); }, 5);",
+    "messages": "onmessage = () => { for (let i = 0; i < 100; i++) postMessage('again', '*'); }; postMessage('go', '*');",
+}
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _rss_mb_of(processes: list[psutil.Process]) -> float:
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total / 2**20
+
+
+@pytest.mark.parametrize("flood", sorted(FLOODING_PAGES))
+async def test_hole_1_a_flooding_page_fails_no_other_grading_and_leaves_nothing_behind(
+    grading_stack: tuple[dict[str, str], ApiServer, Worker], grading_http: httpx.AsyncClient, flood: str
+) -> None:
+    # Issue 25: such a page made another learner's correct page end FAILURE timeout (18-77 s),
+    # kept running after its own grading, and grew the worker's process tree to 9 GB.
+    _, _, worker = grading_stack
+    alice, mallory = await register(grading_http), await register(grading_http)
+    answer = all_exercises()["css-flex-row"].answer.model_dump()
+    normal, _ = await _graded(grading_http, alice, answer)
+    assert normal["state"] == "SUCCESS" and normal["result"]["passed"]
+    log_lines = len(worker.log_text().splitlines())
+
+    code = {"html": "<div></div>", "css": "", "js": FLOODING_PAGES[flood]}
+    hostile = await grading_http.post(
+        "/submit-test2", json={"exercise_id": "css-flex-row", "code": code}, headers=mallory.headers
+    )
+    assert hostile.status_code == 202, hostile.text
+    await asyncio.sleep(1.0)  # mallory's page is in a browser, flooding it
+    graded, _ = await _graded(grading_http, alice, answer)
+    assert graded["state"] == "SUCCESS" and graded["result"]["passed"], graded
+
+    hostile_id = hostile.json()["task_id"]
+    await finished_tasks(grading_http, mallory, [hostile_id], timeout_s=60)
+    # Within a few seconds nothing of the page is left: no process of the tree holds more than
+    # its bound, and the whole tree is the size of a worker with idle lanes.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        tree = _tree(worker.process.pid)
+        if _rss_mb_of(tree) < 2500:
+            break
+        await asyncio.sleep(0.2)
+    assert _rss_mb_of(tree) < 2500, f"the worker's tree holds {_rss_mb_of(tree):.0f} MB after the flood"
+    biggest = max(_rss_mb_of([p]) for p in tree)
+    assert biggest < 1024, f"one process of the worker's tree holds {biggest:.0f} MB"
+    new_lines = worker.log_text().splitlines()[log_lines:]
+    assert len(new_lines) < 100, f"the flood wrote {len(new_lines)} lines to the worker's log"
+    assert not [line for line in new_lines if '"level": "ERROR"' in line], new_lines[-5:]
+
+
 def _nested(depth: int) -> object:
     value: object = "deep"
     for _ in range(depth):
@@ -194,6 +254,80 @@ async def test_hole_2_resumes_on_a_socket_that_never_reads_cost_one_replay_at_mo
         assert (await http.get("/healthz")).status_code == 200
     finally:
         stalled.close()
+
+
+def _open_sockets(metrics_text: str) -> float:
+    line = next(line for line in metrics_text.splitlines() if line.startswith("taskwire_ws_connections "))
+    return float(line.split()[1])
+
+
+async def test_issue_25_forty_never_reading_sockets_hold_a_page_each_and_are_dropped(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis, log_dir: Path
+) -> None:
+    # Issue 25: each such socket pinned a whole replay in the transport's buffer (~4.8 MB), past
+    # the idle timeout, uncounted by the per-user cap and by /metrics.
+    env = {**stack_env, "WS_IDLE_TIMEOUT_S": "4", "WS_MAX_SOCKETS_PER_USER": "20"}
+    async with own_api("api-never-reading", env, log_dir) as (api, http):
+        account = await register(http)
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        publisher = EnvelopePublisher(client, history_maxlen=1000, history_ttl_s=3600)
+        for _ in range(1000):  # a full history of ~4.8 MB
+            publisher.publish(account.participant_id, EnvelopeType.CHAT_DELTA, "t", {"delta": "y" * 4800})
+        client.close()
+        before = _rss_mb(api.process.pid)
+        stalled = [StalledClient(api.ws_url, account, receive_buffer=4096) for _ in range(40)]
+        try:
+            for socket in stalled:
+                socket.send({"type": "resume", "last_id": "0-0"})
+            await asyncio.sleep(3.0)
+            grown = _rss_mb(api.process.pid) - before
+            counted = _open_sockets((await http.get("/metrics")).text)
+            assert grown < 40, f"the replica grew {grown:.0f} MB for 40 sockets that read nothing"
+            assert counted == 20, f"/metrics counts {counted} sockets; the user's cap is 20"
+            # Past the idle timeout their closes cannot be sent (nothing is read): each is aborted.
+            deadline = time.monotonic() + 10
+            while _open_sockets((await http.get("/metrics")).text) > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert _open_sockets((await http.get("/metrics")).text) == 0, "a socket outlived its idle timeout"
+            assert "Traceback" not in api.log_text()
+        finally:
+            for socket in stalled:
+                socket.close()
+
+
+@pytest.mark.parametrize("last_id", ["1_0-0", "1" * 23, "\u0661\u0662-0", "18446744073709551616-0"])
+async def test_issue_25_a_malformed_last_id_in_the_auth_frame_is_4400_not_a_traceback(
+    api: ApiServer, http: httpx.AsyncClient, last_id: str
+) -> None:
+    account = await register(http)
+    async with connect(f"{api.ws_url}/ws/user/{account.participant_id}") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": account.token, "last_id": last_id}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400, closed.value
+    assert "Traceback" not in api.log_text()
+
+
+async def test_issue_25_a_new_user_resuming_from_zero_is_told_nothing_was_lost(
+    api: ApiServer, http: httpx.AsyncClient
+) -> None:
+    account = await register(http)
+    ws, hello = await open_socket(api.ws_url, account, last_id="0-0")
+    await ws.close()
+    assert hello["data"]["recovered"] is True and hello["data"]["replayed"] == 0, hello
+
+
+async def test_issue_25_metrics_answers_401_to_any_wrong_authorization(
+    stack_env: dict[str, str], log_dir: Path
+) -> None:
+    async with own_api("api-metrics-token", {**stack_env, "METRICS_TOKEN": "s3cret-scrape"}, log_dir) as (api, http):
+        answers = [
+            (await http.get("/metrics", headers={"Authorization": value.encode()})).status_code
+            for value in ("Bearer caf\u00e9", "Bearer \u0441\u0435\u043a\u0440\u0435\u0442", "Bearer wrong", "")
+        ]
+        right = await http.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
+        assert answers == [401] * 4 and right.status_code == 200, answers
+        assert "Traceback" not in api.log_text()
 
 
 async def test_hole_2_resumes_are_served_one_at_a_time_and_rate_limited(

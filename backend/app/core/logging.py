@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,9 +38,21 @@ def log_context_bound(**values: object) -> Iterator[None]:
         log_context.reset(token)
 
 
+# A JWT, whatever names it: its header is a JSON object, so it always begins "eyJ".
+_JWT = re.compile(r"eyJ[\w-]*(?:\.|%2e)[\w-]*(?:\.|%2e)[\w-]*", re.IGNORECASE)
+
+
 def redact_secrets(text: str) -> str:
     """The text with every token-looking value replaced by `[redacted]`."""
-    return _SECRETS.sub(lambda match: match.group(1) + REDACTED, text)
+    redacted = _JWT.sub(REDACTED, _SECRETS.sub(lambda match: match.group(1) + REDACTED, text))
+    if "%" in redacted:
+        # A query string is decoded once before it is read: `?%74oken=` is `?token=` to the
+        # server, and so is a token written with escapes. Judge (and log) the decoded text.
+        decoded = urllib.parse.unquote(redacted)
+        cleaned = _JWT.sub(REDACTED, _SECRETS.sub(lambda match: match.group(1) + REDACTED, decoded))
+        if cleaned != decoded:
+            return cleaned
+    return redacted
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -26,7 +26,9 @@ async def metrics(request: Request) -> Response:
     """
     state = request.app.state
     token = state.settings.metrics_token
-    if token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 for a header of é).
+    sent = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+    if token and not hmac.compare_digest(sent, f"Bearer {token}".encode()):
         raise NotAuthenticated("send Authorization: Bearer <METRICS_TOKEN>")
     m.ws_connections.set(state.manager.connection_count)
     m.bus_connected.set(1 if state.bus.connected.is_set() else 0)

@@ -55,8 +55,12 @@ async def user_socket(websocket: WebSocket, participant_id: str) -> None:
             return
         await _receive_until_closed(websocket, connection, manager, settings)
     finally:
-        manager.unregister(connection)
-        await connection.stop()
+        # Counted (the user's socket cap, the metrics) until its close is sent or its connection
+        # aborted: a socket whose peer reads nothing still holds what was queued for it.
+        try:
+            await connection.stop()
+        finally:
+            manager.unregister(connection)
 
 
 async def _authenticate(websocket: WebSocket, participant_id: str, settings: Settings) -> tuple[str, str | None]:
@@ -133,7 +137,11 @@ async def _receive_until_closed(
             elif not connection.may_resume():
                 _send_error(connection, "rate_limited", "too many resumes; wait a few seconds")
             else:
-                await manager.resume(connection, str(last_id))
+                try:
+                    await manager.resume(connection, str(last_id))
+                except RedisError:
+                    logger.warning("a resume could not read history", exc_info=True)
+                    _send_error(connection, "history_unavailable", "history cannot be read now; resume again soon")
         elif frame is None:
             _send_error(connection, "malformed_frame", "frames must be JSON objects")
         else:

@@ -7,6 +7,7 @@ the history entry is written: `encode_body` makes the JSON without `id`, and `at
 """
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -129,14 +130,19 @@ def id_ahead(after: str | None, *, headroom_ms: int, leave: int = 0) -> str:
     return f"{ms}-0"
 
 
+# What Redis itself accepts: ASCII digits, each part within 64 bits. Python's int() also takes
+# "1_0", "١٢" and numbers of any size, which Redis then refuses mid-resume.
+_STREAM_ID = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?", re.ASCII)
+_MAX_PART = 2**64 - 1
+
+
 def parse_stream_id(value: object) -> tuple[int, int] | None:
     """`stream_id_key` of a well-formed Redis stream id; None for anything else."""
-    if not isinstance(value, str) or len(value) > 41:
+    if not isinstance(value, str) or _STREAM_ID.fullmatch(value) is None:
         return None
-    try:
-        return stream_id_key(value)
-    except ValueError:
-        return None
+    key = stream_id_key(value)
+    # The very last id is refused too: nothing can come after it, and Redis says so as an error.
+    return key if key[0] <= _MAX_PART and key[1] <= _MAX_PART and key != (_MAX_PART, _MAX_PART) else None
 
 
 def is_stream_id(value: object) -> bool:

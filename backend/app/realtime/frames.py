@@ -76,9 +76,21 @@ class FrameWriter:
         """Write whole frames (check `can_write` first)."""
         self._protocol.transport.write(frames)
 
+    def buffered(self) -> int:
+        """Bytes written to the transport that the kernel has not taken yet."""
+        return int(self._protocol.transport.get_write_buffer_size())
+
     async def writable(self) -> None:
         """Wait while the transport is paused (its buffer is over the high-water mark)."""
         await self._protocol.writable.wait()
+
+
+def abort_transport(websocket: WebSocket) -> None:
+    """Drop a uvicorn socket's connection at once, whatever is still buffered for it."""
+    send = getattr(websocket, "_send", None)
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 def frames_of(texts: "list[str] | tuple[str, ...]") -> bytes:

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketState
@@ -13,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from app.metrics import registry as metrics
 from app.realtime import history
 from app.realtime.envelopes import CloseCode, ControlType, control_frame, stream_id_key
-from app.realtime.frames import FrameWriter, frames_of, text_frame
+from app.realtime.frames import FrameWriter, abort_transport, frames_of, text_frame
 from app.realtime.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,44 @@ RESUME_REFILL_S = 2.0
 # then caught up when the subscription lands).
 SUBSCRIBE_WAIT_S = 2.0
 CATCH_UP_RETRIES_S = (0.1, 0.5)
+# A replay is read from history this many envelopes at a time, the next page once the socket
+# has taken the last: a client that stops reading holds one page, not its whole history.
+REPLAY_PAGE = 64
+# Queued frames go to the transport this much at a time, each slice once the transport has
+# room, so its buffer (which the budget counts) never takes a whole replay at once.
+WRITE_SLICE_CHARS = 64 * 1024
+# A close that cannot be sent in this long (the peer reads nothing) aborts the connection.
+CLOSE_SEND_S = 1.0
+
+
+class ReplayPages:
+    """The rest of a replay, read from history a page at a time as the socket takes it."""
+
+    __slots__ = ("_after", "_read", "_until", "owed", "told_lost")
+
+    def __init__(
+        self,
+        read: Callable[[str, str], Awaitable[list[history.HistoryEntry]]],
+        after: str,
+        until: str,
+        owed: int,
+        told_lost: Callable[[], str],
+    ):
+        self._read, self._after, self._until = read, after, until
+        self.owed = owed  # envelopes still to come, as counted when the replay began
+        self.told_lost = told_lost  # the `hello` for a replay cut short (history trimmed meanwhile)
+
+    async def next_page(self) -> list[history.HistoryEntry]:
+        """The next envelopes of the replay; empty once it is done."""
+        if self.owed <= 0:
+            return []
+        entries = await self._read(self._after, self._until)
+        if entries:
+            self._after = entries[-1].id
+            self.owed -= len(entries)
+        else:
+            self.owed = -self.owed  # what was counted is gone: trimmed while the client read slowly
+        return entries
 
 
 class _TokenBucket:
@@ -69,6 +108,8 @@ class ClientConnection:
         "_closer",
         "_frames",
         "_held",
+        "_held_bytes",
+        "_pages",
         "_pending",
         "_queue_bytes",
         "_queue_size",
@@ -108,6 +149,8 @@ class ClientConnection:
         # Live envelopes that arrive while history is being read wait here, so the hand-over
         # from replay to live has no gap.
         self._held: list[tuple[str, str]] | None = []
+        self._held_bytes = 0
+        self._pages: ReplayPages | None = None  # what is left of a replay, read as the socket takes it
         self._watermark: tuple[int, int] | None = None
         self.watermark_id: str | None = None
         self.greeted = False  # its `hello` is queued: from then on it may be pinged
@@ -126,7 +169,11 @@ class ClientConnection:
         if self.close_code is not None:
             return False
         if self._held is not None:
+            if self._held_bytes + len(text) > self._queue_bytes:
+                self._close_slow()
+                return False
             self._held.append((envelope_id, text))
+            self._held_bytes += len(text)
             return True
         if key is None:
             key = stream_id_key(envelope_id)
@@ -148,16 +195,24 @@ class ClientConnection:
             self._held = []
 
     def release(
-        self, frames: list[str], replay: list[history.HistoryEntry], *, floor_id: str | None, keep_held: bool = True
+        self,
+        frames: list[str],
+        replay: list[history.HistoryEntry],
+        *,
+        floor_id: str | None,
+        keep_held: bool = True,
+        pages: ReplayPages | None = None,
     ) -> None:
-        """Queue `frames` and the replay as one batch, then the held live envelopes above what was sent.
+        """Queue `frames` and the replay's first page as one batch; once the replay is all sent
+        (`pages` holds the rest), the held live envelopes above what was sent follow.
 
         `floor_id` is what the client already has (its `last_id`); held envelopes at or below
         it, or below the last replayed one, are dropped as duplicates. With `keep_held` False
         the held ones are dropped: the user's subscription was not in place when history was
         read, so they may start after a gap, and a catch-up from history must follow.
         """
-        held, self._held = (self._held or []) if keep_held else [], None
+        if not keep_held:
+            self._held, self._held_bytes = [], 0
         self.greeted = True
         if floor_id is not None:
             self._raise_watermark(floor_id, stream_id_key(floor_id))
@@ -167,8 +222,16 @@ class ClientConnection:
         metrics.ws_replayed.inc(len(replay))
         if batch and not self._put(batch):
             return
-        if replay:
+        self._pages = pages
+        if replay or pages is not None:
             self.replaying = True
+        if pages is None:
+            self._release_held()
+        else:
+            self._kick()
+
+    def _release_held(self) -> None:
+        held, self._held, self._held_bytes = self._held or [], None, 0
         for envelope_id, text in held:
             self.offer(envelope_id, text)
 
@@ -221,27 +284,37 @@ class ClientConnection:
         """Whether a client `resume` is within its rate (and counts it if so)."""
         return self._resumes.take()
 
+    def held_bytes(self) -> int:
+        """Everything this socket holds and its client has not read: queued, held back during a
+        replay, and in the transport's buffer."""
+        buffered = self._frames.buffered() if self._frames is not None else 0
+        return self.unsent_bytes + self._held_bytes + buffered
+
     def _put(self, item: QueueItem) -> bool:
         size = len(item) if isinstance(item, str) else sum(map(len, item))
-        # One item larger than the budget still goes on an idle socket (a whole history replay).
-        over_bytes = self.unsent_bytes > 0 and self.unsent_bytes + size > self._queue_bytes
+        holding = self.held_bytes()
+        # One item larger than the budget still goes on an idle socket (a large envelope).
+        over_bytes = holding > 0 and holding + size > self._queue_bytes
         if len(self._pending) >= self._queue_size or over_bytes:
-            logger.warning(
-                "closing a slow consumer",
-                extra={"connection_id": self.connection_id, "unsent_bytes": self.unsent_bytes},
-            )
-            self.request_close(CloseCode.SLOW_CONSUMER, _SLOW_CONSUMER)
+            self._close_slow()
             return False
         self._pending.append(item)
         self.unsent_bytes += size
         self._kick()
         return True
 
+    def _close_slow(self) -> None:
+        logger.warning(
+            "closing a slow consumer", extra={"connection_id": self.connection_id, "unsent_bytes": self.held_bytes()}
+        )
+        self.request_close(CloseCode.SLOW_CONSUMER, _SLOW_CONSUMER)
+
     def _kick(self) -> None:
         if self.close_code == CloseCode.SLOW_CONSUMER:
             return  # its sender was stopped on purpose; the client resumes from history
-        if self._started and self._pending and (self._sender is None or self._sender.done()):
-            if self._write_now():
+        wanted = self._pending or self._pages is not None
+        if self._started and wanted and (self._sender is None or self._sender.done()):
+            if self._pages is None and self._write_now():
                 return
             self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
@@ -270,45 +343,103 @@ class ClientConnection:
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             if self.websocket.application_state == WebSocketState.CONNECTED:
-                await self.websocket.close(code=code, reason=reason)
+                try:
+                    await asyncio.wait_for(self.websocket.close(code=code, reason=reason), CLOSE_SEND_S)
+                except TimeoutError:
+                    # The peer reads nothing, so the close frame waits behind what it never read:
+                    # drop the connection, and with it everything queued for it.
+                    abort_transport(self.websocket)
 
     async def _send_pending(self) -> None:
         try:
-            if self._frames is not None:
-                await self._write_frames(self._frames)
-                return
-            while self._pending:
-                item = self._pending.pop(0)
-                for text in (item,) if isinstance(item, str) else item:
-                    await self.websocket.send_text(text)
-                    self.unsent_bytes -= len(text)
-                if not isinstance(item, str):
-                    self.replaying = False
+            while True:
+                if self._frames is not None:
+                    await self._write_frames(self._frames)
+                else:
+                    await self._send_through_asgi()
+                if self._pages is None or self.close_code is not None or self._pending:
+                    return
+                await self._next_page(self._pages)
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away; the receive loop notices and cleans up
             self._drop_pending()
             logger.debug("sender stopped", exc_info=True)
 
+    async def _next_page(self, pages: ReplayPages) -> None:
+        """Queue the replay's next page once the last one was taken; at its end, the held live envelopes."""
+        try:
+            entries = await pages.next_page()
+        except Exception:
+            logger.warning("a replay page could not be read; closing the socket so its client resumes", exc_info=True)
+            self.request_close(CloseCode.SERVICE_RESTART, "please reconnect")
+            return
+        if self._pages is not pages:
+            return  # a catch-up began a new replay meanwhile, from what this socket was given
+        if entries:
+            self._raise_watermark(entries[-1].id, stream_id_key(entries[-1].id))
+            metrics.ws_replayed.inc(len(entries))
+            self._put([entry.text for entry in entries])
+            return
+        self._pages = None
+        if pages.owed < 0:  # some of what was promised was trimmed away meanwhile: say so
+            self._put(pages.told_lost())
+        self.replaying = False
+        self._release_held()
+
+    async def _send_through_asgi(self) -> None:
+        while self._pending:
+            item = self._pending.pop(0)
+            for text in (item,) if isinstance(item, str) else item:
+                await self.websocket.send_text(text)
+                self.unsent_bytes -= len(text)
+            if not isinstance(item, str) and self._pages is None:
+                self.replaying = False
+
     async def _write_frames(self, frames: FrameWriter) -> None:
-        # Everything queued goes out in one write each time the transport has room: a client
-        # that fell behind (or a replay) costs one system call, not one per frame.
+        # What is queued goes out in slices, each when the transport has room: a client that
+        # fell behind costs a system call per slice, not one per frame, and the transport's
+        # buffer (counted in the socket's budget) never holds more than about a slice.
         while self._pending:
             await frames.writable()
             if not frames.is_open():
                 self._drop_pending()
                 return
-            items, self._pending = self._pending, []
-            texts = [text for item in items for text in ((item,) if isinstance(item, str) else item)]
+            texts, batch_done = self._take_slice()
             frames.write(frames_of(texts))
             self.unsent_bytes -= sum(map(len, texts))
-            if any(not isinstance(item, str) for item in items):
+            if batch_done and self._pages is None:
                 self.replaying = False
 
+    def _take_slice(self) -> tuple[list[str], bool]:
+        """Frames from the front of the queue, about WRITE_SLICE_CHARS of them; and whether a batch ended."""
+        texts: list[str] = []
+        size, batch_done = 0, False
+        pending = self._pending
+        while pending and size < WRITE_SLICE_CHARS:
+            item = pending[0]
+            if isinstance(item, str):
+                pending.pop(0)
+                texts.append(item)
+                size += len(item)
+                continue
+            taken = 0
+            while taken < len(item) and size < WRITE_SLICE_CHARS:
+                size += len(item[taken])
+                taken += 1
+            texts.extend(item[:taken])
+            if taken == len(item):
+                pending.pop(0)
+                batch_done = True
+            else:
+                pending[0] = item[taken:]
+        return texts, batch_done
+
     def _drop_pending(self) -> None:
-        # The socket cannot be written any more: nothing queued will go out.
+        # The socket cannot be written any more: nothing queued will go out, nor held or paged.
         self._pending.clear()
-        self.unsent_bytes, self.replaying = 0, False
+        self.unsent_bytes, self.replaying, self._pages = 0, False, None
+        self._held, self._held_bytes = None, 0
 
 
 class ConnectionManager:
@@ -406,7 +537,13 @@ class ConnectionManager:
         else:
             replay = await self._history_after(connection, last_id)
         in_place = subscribed and subscriptions.epoch_of(participant_id) == epoch
-        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
+        connection.release(
+            [self._hello(connection, replay)],
+            replay.entries,
+            floor_id=last_id,
+            keep_held=in_place,
+            pages=self._rest_of(connection, replay),
+        )
         if last_id is None:
             connection.not_owed_before(replay.head_id)
         connection.start()
@@ -425,7 +562,13 @@ class ConnectionManager:
             connection.release([], [], floor_id=None)
             raise
         in_place = subscribed and subscriptions.epoch_of(participant_id) == epoch
-        connection.release([self._hello(connection, replay)], replay.entries, floor_id=last_id, keep_held=in_place)
+        connection.release(
+            [self._hello(connection, replay)],
+            replay.entries,
+            floor_id=last_id,
+            keep_held=in_place,
+            pages=self._rest_of(connection, replay),
+        )
         if not in_place:
             self.catch_up_later([connection])
 
@@ -472,7 +615,13 @@ class ConnectionManager:
                 subscribed[participant_id] and self.subscriptions.epoch_of(participant_id) == epochs[participant_id]
             )
             entries = connection.not_yet_given(replay.entries)
-            connection.release(frames, entries, floor_id=connection.watermark_id, keep_held=in_place)
+            connection.release(
+                frames,
+                entries,
+                floor_id=connection.watermark_id,
+                keep_held=in_place,
+                pages=self._rest_of(connection, replay),
+            )
         if connections:
             logger.info("caught up sockets from history", extra={"sockets": len(connections)})
 
@@ -513,12 +662,23 @@ class ConnectionManager:
 
     async def _history_after(self, connection: ClientConnection, last_id: str) -> history.Replay:
         return await history.read_after(
-            self._redis,
-            connection.participant_id,
-            last_id,
-            limit=self._history_maxlen * 2,
-            maxlen=self._history_maxlen,
+            self._redis, connection.participant_id, last_id, limit=REPLAY_PAGE, maxlen=self._history_maxlen
         )
+
+    def _rest_of(self, connection: ClientConnection, replay: history.Replay) -> ReplayPages | None:
+        """The pages of `replay` after its first, read as the socket takes them; None if it was all."""
+        if not replay.more or not replay.entries or replay.head_id is None:
+            return None
+        participant_id = connection.participant_id
+
+        async def read(after: str, until: str) -> list[history.HistoryEntry]:
+            return await history.read_page(self._redis, participant_id, after, until, limit=REPLAY_PAGE)
+
+        def told_lost() -> str:
+            return self._hello(connection, history.Replay(recovered=False, head_id=replay.head_id))
+
+        owed = replay.count - len(replay.entries)
+        return ReplayPages(read, replay.entries[-1].id, replay.head_id, owed, told_lost)
 
     @staticmethod
     def _hello(connection: ClientConnection, replay: history.Replay) -> str:
@@ -527,7 +687,7 @@ class ConnectionManager:
             {
                 "connection_id": connection.connection_id,
                 "recovered": replay.recovered,
-                "replayed": len(replay.entries),
+                "replayed": replay.count,
                 "head_id": replay.head_id,
             },
         )

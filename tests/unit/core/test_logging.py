@@ -22,6 +22,10 @@ def test_redact_secrets_covers_query_headers_and_json_fields() -> None:
         f'{{"access_token": "{TOKEN}", "token_type": "bearer"}}',
         f"{{'token': '{TOKEN}'}}",
         f'"WebSocket /ws/user/p?token={TOKEN.replace(".", "%2E")}" [accepted]',  # issue 15, hole 6
+        f'"WebSocket /ws/user/p?%74oken={TOKEN}" [accepted]',  # issue 25: the name escaped
+        f'"WebSocket /ws/user/p?%74oken={TOKEN.replace("J", "%4A")}" [accepted]',  # and the token too
+        f'"WebSocket /ws/user/p?t%6Fken={TOKEN.replace("a", "%61")}&last_id=1-0" [accepted]',
+        f"some other name={TOKEN} in a message",
     ):
         redacted = redact_secrets(text)
         leaked = [part for part in TOKEN.split(".") if part in redacted]

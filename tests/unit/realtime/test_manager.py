@@ -140,9 +140,9 @@ class _History:
             "max-deleted-entry-id": "0-0",
         }
 
-    async def xrange(self, key: str, min: str, count: int) -> list[tuple[str, dict[str, str]]]:
+    async def xrange(self, key: str, min: str, max: str, count: int) -> list[tuple[str, dict[str, str]]]:
         after = min.lstrip("(")
-        return [(i, {"e": '{"type":"chat_delta"}'}) for i in self.ids if i > after][:count]
+        return [(i, {"e": '{"type":"chat_delta"}'}) for i in self.ids if after < i <= max][:count]
 
 
 async def test_a_subscription_lost_while_a_socket_opens_is_filled_from_history() -> None:
