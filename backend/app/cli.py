@@ -1,4 +1,4 @@
-"""`taskwire run | api | worker | migrate`: the one entry point for local use and production."""
+"""`taskwire run | api | worker | migrate | status | admin`: the one entry point for local use and production."""
 
 import argparse
 import asyncio
@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("status", help="print what the system is doing now: queues, workers, replicas, failures")
+    from app.auth import operators
+
+    operators.add_arguments(commands.add_parser("admin", help="add, remove or list operators (who may open /ops)"))
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -327,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_local(settings, args.host, args.port, verbose=args.verbose)
         if args.command == "status":
             return status(settings)
+        if args.command == "admin":
+            return operators.run(settings, args)
         configure_logging(settings.log_format, settings.log_level)
         if args.command == "api":
             serve_api(settings, args.host, args.port)

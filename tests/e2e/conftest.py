@@ -9,13 +9,14 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 from app.core.embedded_redis import EmbeddedRedis
 from tests.conftest import with_own_database
 from tests.support.fake_llm import API_KEY, FakeLLM, FakeLLMServer
-from tests.support.stack import ApiServer, Worker
+from tests.support.stack import ApiServer, Worker, make_operator
 
 # Waits, not assertions: a two-core CI machine running Chromium, the API and a worker at once
 # can take longer than Playwright's default 5 s to show a result.
 expect.set_options(timeout=15_000)
 
 OPERATOR = "e2e-operator"
+OPERATOR_PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -29,7 +30,7 @@ def e2e_env(
         **env,
         "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/4",
         "LLM_OFFLINE_DELAY_MS": "40",
-        "ADMIN_USERNAMES": OPERATOR,  # test_ops_page.py signs in as this operator
+        "ADMIN_USERNAMES": OPERATOR,  # reserved: nobody registers it over HTTP
         "OPS_PUSH_INTERVAL_S": "0.5",
     }
 
@@ -37,6 +38,7 @@ def e2e_env(
 @pytest.fixture(scope="session")
 def app_server(e2e_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
     server = ApiServer("api-e2e", e2e_env, log_dir)
+    make_operator(e2e_env, OPERATOR, OPERATOR_PASSWORD)  # test_ops_page.py signs in as this operator
     yield server
     server.stop()
 

@@ -3,7 +3,7 @@
 import httpx
 from playwright.async_api import Dialog, Page, expect
 
-from tests.e2e.conftest import OPERATOR, screenshot
+from tests.e2e.conftest import OPERATOR, OPERATOR_PASSWORD, screenshot
 from tests.support.client import register as register_learner
 from tests.support.stack import ApiServer
 
@@ -14,8 +14,8 @@ STUCK = {"html": "<p>hi</p>", "css": "", "js": "while (true) {}"}
 async def _sign_in_as_operator(page: Page) -> None:
     await page.goto("/login.html")
     await page.get_by_label("Username").fill(OPERATOR)
-    await page.get_by_label("Password").fill("correct horse battery")
-    await page.get_by_role("button", name="Register").click()
+    await page.get_by_label("Password").fill(OPERATOR_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
     await expect(page).to_have_url("/dashboard.html")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from alembic.config import Config
 from sqlalchemy import inspect
 
@@ -15,7 +16,7 @@ from app.auth import repository as users
 from app.cli import REPO_ROOT
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.security import hash_password
-from app.db.base import utcnow
+from app.db.base import UTCDateTime, utcnow
 from app.db.session import api_sessionmaker, create_api_engine, create_sync_engine, sync_sessionmaker
 from app.models import TaskState, User
 from app.tasks import repository as tasks
@@ -133,17 +134,30 @@ async def test_existing_usernames_are_folded_and_a_kept_spelling_still_signs_in(
     engine = create_sync_engine(database_url)
     sessions = sync_sessionmaker(engine)
     suffix = uuid.uuid4().hex[:6]
+    # The users table as it was at 0003 (today's model has columns added since).
+    old_users = sa.table(
+        "users",
+        sa.column("participant_id", sa.Uuid()),
+        sa.column("username", sa.String()),
+        sa.column("password_hash", sa.String()),
+        sa.column("created_at", UTCDateTime()),
+    )
+    kept, folded = uuid.uuid4(), uuid.uuid4()
     try:
         with sessions.begin() as session:
-            kept = users.add_user(session, f"Ada{suffix}", hash_password("analytical engine"))
-            users.add_user(session, f"ada{suffix}", hash_password("another password"))
-            folded = users.add_user(session, f"ＧＲＡＣＥ{suffix}", hash_password("cobol forever"))
+            for participant_id, name, password in (
+                (kept, f"Ada{suffix}", "analytical engine"),
+                (uuid.uuid4(), f"ada{suffix}", "another password"),
+                (folded, f"ＧＲＡＣＥ{suffix}", "cobol forever"),
+            ):
+                row = {"participant_id": participant_id, "username": name, "password_hash": hash_password(password)}
+                session.execute(sa.insert(old_users).values(**row, created_at=utcnow()))
         command.upgrade(config, "head")
         with sessions() as session:
             names = {user.participant_id: user.username for user in session.query(User)}
     finally:
         engine.dispose()
-    assert names[folded.participant_id] == f"grace{suffix}" and names[kept.participant_id] == f"Ada{suffix}"
+    assert names[folded] == f"grace{suffix}" and names[kept] == f"Ada{suffix}"
     api = ApiServer(f"api-folded-{uuid.uuid4().hex[:4]}", {**stack_env, "DATABASE_URL": database_url}, log_dir)
     try:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
@@ -152,7 +166,7 @@ async def test_existing_usernames_are_folded_and_a_kept_spelling_still_signs_in(
                 response = await http.post("/api/auth/login", json={"username": username, "password": password})
                 return response.json().get("participant_id") if response.status_code == 200 else None
 
-            assert await sign_in(f"Grace{suffix}", "cobol forever") == str(folded.participant_id)
-            assert await sign_in(f"Ada{suffix}", "analytical engine") == str(kept.participant_id)
+            assert await sign_in(f"Grace{suffix}", "cobol forever") == str(folded)
+            assert await sign_in(f"Ada{suffix}", "analytical engine") == str(kept)
     finally:
         api.stop()

@@ -8,7 +8,7 @@ import httpx
 
 from app.core.embedded_redis import EmbeddedRedis
 from tests.conftest import with_own_database
-from tests.support.stack import ApiServer
+from tests.support.stack import ApiServer, make_operator
 
 ST = Path(sys.executable).with_name("st")
 
@@ -26,11 +26,12 @@ async def test_no_generated_request_gets_a_server_error(
     api = ApiServer("api-fuzz", env, log_dir)
     try:
         async with httpx.AsyncClient(base_url=api.base_url) as http:
-            registered = await http.post(
-                "/api/auth/register", json={"username": "fuzz-operator", "password": "correct horse battery"}
+            make_operator(env, "fuzz-operator", "correct horse battery")
+            signed_in = await http.post(
+                "/api/auth/login", json={"username": "fuzz-operator", "password": "correct horse battery"}
             )
-            assert registered.status_code == 201, registered.text
-            token = registered.json()["access_token"]
+            assert signed_in.status_code == 200, signed_in.text
+            token = signed_in.json()["access_token"]
         result = subprocess.run(
             [
                 str(ST), "run", f"{api.base_url}/openapi.json",

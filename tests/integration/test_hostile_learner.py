@@ -27,7 +27,7 @@ from app.realtime.publisher import EnvelopePublisher
 from tests.conftest import with_own_database
 from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register
 from tests.support.databases import database
-from tests.support.stack import ApiServer, Worker, migrate
+from tests.support.stack import ApiServer, Worker, make_operator, migrate
 
 FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}  # 'A' → 'Ａ'
 ENDLESS_ALERTS = {"html": "<h1>Hello</h1>", "css": "", "js": "while (true) alert('mine now');"}
@@ -379,6 +379,31 @@ async def test_hole_5_one_account_per_name_however_it_is_typed(http: httpx.Async
             body,
             response.text,
         )
+
+
+async def test_issue_25_an_operators_name_cannot_be_squatted(
+    stack_env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    # Issue 25, finding 5: whoever registered a name in ADMIN_USERNAMES first was an operator.
+    env = with_own_database(stack_env, tmp_path)
+    early = f"chief{uuid.uuid4().hex[:6]}"  # a squatter registers before the name is configured
+    async with own_api("api-squat-early", env, log_dir) as (_, http):
+        squatter = await register(http, username=early)
+    chief = f"ops{uuid.uuid4().hex[:6]}"
+    env = {**env, "ADMIN_USERNAMES": f"{early}, {chief.upper()}"}
+    async with own_api("api-squat", env, log_dir) as (_, http):
+        assert (await http.get("/api/ops/overview", headers=squatter.headers)).status_code == 403
+        body = {"password": "a long enough pass"}
+        disguises = [chief, chief.upper(), chief.translate(FULL_WIDTH), chief.replace("o", "\u03bf", 1)]
+        answers = [
+            (await http.post("/api/auth/register", json={**body, "username": name})).status_code for name in disguises
+        ]
+        assert answers == [409, 409, 409, 422], answers
+        make_operator(env, chief, "the chief's own pass")
+        signed_in = await http.post("/api/auth/login", json={"username": chief, "password": "the chief's own pass"})
+        operator = Account(signed_in.json()["participant_id"], signed_in.json()["access_token"])
+        assert (await http.get("/api/ops/overview", headers=operator.headers)).status_code == 200
+        assert (await http.get("/api/ops/overview", headers=squatter.headers)).status_code == 403
 
 
 async def test_hole_5_sign_in_is_limited_per_username_from_any_address(

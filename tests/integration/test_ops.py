@@ -13,10 +13,13 @@ from websockets.asyncio.client import ClientConnection
 from app.core.embedded_redis import EmbeddedRedis
 from tests.conftest import with_own_database
 from tests.support.client import Account, finished_tasks, open_socket, register
-from tests.support.stack import ApiServer, Worker
+from tests.support.stack import ApiServer, Worker, make_operator
 from tests.support.waiting import frames_until
 
 METRICS_TOKEN = "ops-test-metrics-token"
+
+
+OPERATOR_PASSWORD = "correct horse battery"
 
 
 class OpsStack:
@@ -40,6 +43,7 @@ def ops_stack(
         "LLM_OFFLINE_DELAY_MS": "150",
     }
     api = ApiServer("api-ops", env, log_dir)
+    make_operator(env, admin_name, OPERATOR_PASSWORD)
     # The chat worker can answer; the grading worker has no browser, as on a host without Chromium.
     chat = Worker("worker-ops-chat", env, log_dir, queues="chat")
     grader = Worker(
@@ -57,10 +61,8 @@ async def http(ops_stack: OpsStack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _admin(http: httpx.AsyncClient, name: str) -> Account:
-    response = await http.post("/api/auth/register", json={"username": name, "password": "correct horse battery"})
-    if response.status_code == 409:  # registered by an earlier test of this module
-        response = await http.post("/api/auth/login", json={"username": name, "password": "correct horse battery"})
-    assert response.status_code in (200, 201), response.text
+    response = await http.post("/api/auth/login", json={"username": name, "password": OPERATOR_PASSWORD})
+    assert response.status_code == 200, response.text
     body = response.json()
     return Account(body["participant_id"], body["access_token"])
 

@@ -27,10 +27,12 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def register(http: httpx.AsyncClient, password: str = "correct horse battery") -> Account:
-    """A new account with a unique username."""
+async def register(
+    http: httpx.AsyncClient, password: str = "correct horse battery", *, username: str | None = None
+) -> Account:
+    """A new account (with a unique username unless one is given)."""
     response = await http.post(
-        "/api/auth/register", json={"username": f"u{uuid.uuid4().hex[:12]}", "password": password}
+        "/api/auth/register", json={"username": username or f"u{uuid.uuid4().hex[:12]}", "password": password}
     )
     assert response.status_code == 201, response.text
     body = response.json()

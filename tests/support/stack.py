@@ -114,3 +114,16 @@ def migrate(env: dict[str, str]) -> None:
     """Apply the migrations to the test database with `taskwire migrate`."""
     result = subprocess.run([*CLI, "migrate"], env=env, capture_output=True, timeout=60, check=False)
     assert result.returncode == 0, f"taskwire migrate failed:\n{result.stderr.decode(errors='replace')}"
+
+
+def make_operator(env: dict[str, str], username: str, password: str) -> None:
+    """`taskwire admin add`: the account (created with `password` if new) becomes an operator."""
+    result = subprocess.run(
+        [*CLI, "admin", "add", username, "--password-stdin"],
+        env=env,
+        input=f"{password}\n".encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"taskwire admin add failed:\n{result.stderr.decode(errors='replace')}"

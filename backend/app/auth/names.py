@@ -2,8 +2,10 @@
 
 A username is stored in one canonical form (NFKC, case-folded), so `Alice`, `alice` and
 `ａｌｉｃｅ` (full width) are one account. Letters must come from one script (Han with Kana,
-as Japanese is written, counts as one), and a name written wholly in Cyrillic or Greek letters
-that all look Latin is refused: `аdmin` with a Cyrillic `а` cannot pass for `admin`.
+as Japanese is written, counts as one), and a name that reads as a plain ASCII one but is
+written with look-alike letters is refused: `аdmin` with a Cyrillic `а`, `opsadmın` with a
+dotless `ı`, `opꜱadmin` with a small capital `ꜱ` cannot pass for the names they imitate.
+`skeleton` is the plain spelling such a name imitates (after Unicode's confusables, UTS #39).
 """
 
 import re
@@ -15,8 +17,14 @@ USERNAME_PATTERN = re.compile(r"^[\w.@+-]+$")
 _COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
 # Scripts that may share one username (Japanese mixes Han, Hiragana and Katakana).
 _COMPATIBLE = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "HANGUL"}
-# Cyrillic and Greek lower-case letters drawn like Latin ones.
-_LATIN_LOOKALIKES = set("аеорсухіјѕԁһӏԛԝԍ" + "αοκνρτυχιβεζη")
+# Letters drawn like plain Latin ones, and the letter each imitates: Cyrillic, Greek, and the
+# Latin script's own (dotless i, IPA letters, small capitals). Accented letters are not here:
+# `josé` is another name than `jose`, not a disguise of it.
+_LOOKALIKE_OF = {
+    **dict(zip("аеорсухіјѕԁһӏԛԝԍ", "aeopcyxijsdhlqwg", strict=True)),
+    **dict(zip("αοκνρτυχιβεζη", "aokvptuxibezn", strict=True)),
+    **dict(zip("ıɩɪȷǀɑɒᴀʙᴄᴅᴇɡɢʜᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "iiijlaaabcdegghjklmnoprstuvwyz", strict=True)),
+}
 
 
 def canonical_username(raw: str) -> str:
@@ -34,10 +42,14 @@ def check_username(raw: str) -> str:
     scripts = {_script(ch) for ch in name if ch.isalpha()}
     if len(scripts) > 1:
         raise ValueError("a username's letters come from one alphabet")
-    letters = [ch for ch in name if ch.isalpha()]
-    if scripts & {"CYRILLIC", "GREEK"} and all(ch in _LATIN_LOOKALIKES for ch in letters):
-        raise ValueError("this username looks like a Latin one written in another alphabet")
+    if not name.isascii() and skeleton(name).isascii():
+        raise ValueError("this username reads like a plain one written with look-alike letters")
     return name
+
+
+def skeleton(name: str) -> str:
+    """The plain spelling a name's look-alike letters imitate (the name itself when it has none)."""
+    return "".join(_LOOKALIKE_OF.get(ch, ch) for ch in canonical_username(name))
 
 
 def check_password(password: str, username: str) -> None:

@@ -5,6 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
 from app.auth.hashing import PasswordHashing
+from app.auth.names import skeleton
 from app.auth.schemas import Credentials, LoginRequest, TokenResponse
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidCredentials
@@ -14,7 +15,11 @@ from app.core.security import create_access_token
 async def register(
     session: AsyncSession, credentials: Credentials, settings: Settings, hashing: PasswordHashing
 ) -> TokenResponse:
-    """Create an account and sign it in; 409 when the username (in its canonical form) is taken."""
+    """Create an account and sign it in; 409 when the username (in its canonical form) is taken or reserved."""
+    if skeleton(credentials.username) in reserved_usernames(settings):
+        # An operator's name (ADMIN_USERNAMES) is made only by `taskwire admin add`; to anyone
+        # else it is simply taken.
+        raise Conflict("that username is taken", code="username_taken")
     password_hash = await hashing.hash(credentials.password)
     try:
         user = await session.run_sync(repository.add_user, credentials.username, password_hash)
@@ -25,6 +30,11 @@ async def register(
     return TokenResponse(
         participant_id=user.participant_id, access_token=create_access_token(user.participant_id, settings)
     )
+
+
+def reserved_usernames(settings: Settings) -> frozenset[str]:
+    """ADMIN_USERNAMES as plain spellings (`skeleton`): names nobody registers over HTTP."""
+    return frozenset(skeleton(name) for name in settings.admin_usernames.split(",") if name.strip())
 
 
 async def login(

@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, Uuid
+from sqlalchemy import Boolean, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -14,3 +14,5 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # May open the ops page; set only by `taskwire admin add` (never by a name, never over HTTP).
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)

@@ -73,8 +73,6 @@ class OpsBroadcaster:
 
     async def run(self) -> None:
         """Push every interval until cancelled; an outage skips a turn."""
-        if not service.admin_usernames(self._settings):
-            return  # no operators: nothing to push, ever
         while True:
             await asyncio.sleep(self._settings.ops_push_interval_s)
             try:
@@ -105,10 +103,10 @@ class OpsBroadcaster:
         return sent
 
     async def _operators(self) -> list[uuid.UUID]:
-        # Read again while none is found: an operator may register after this replica started.
+        # Read again now and then, and every turn while there is none (an indexed read): `taskwire
+        # admin add` may promote someone while this replica runs.
         if not self._admins or time.monotonic() - self._admins_read_at >= _ADMINS_TTL_S:
-            names = service.admin_usernames(self._settings)
             async with self._sessions() as session:
-                self._admins = await session.run_sync(repository.participant_ids_of, names)
+                self._admins = await session.run_sync(repository.operator_ids)
             self._admins_read_at = time.monotonic()
         return self._admins

@@ -14,7 +14,6 @@ from app.deps import (
     RedisDep,
     RegistryDep,
     SessionDep,
-    SettingsDep,
 )
 from app.ops import service
 from app.ops.schemas import Overview
@@ -27,9 +26,9 @@ page_router = APIRouter(include_in_schema=False)
 _PAGE = Path(__file__).resolve().parents[3] / "frontend" / "ops.html"
 
 
-async def _admin(participant_id: CurrentParticipant, session: SessionDep, settings: SettingsDep) -> uuid.UUID:
-    if not await service.is_admin(session, settings, participant_id):
-        raise Forbidden("the ops pages are for the operators named in ADMIN_USERNAMES")
+async def _admin(participant_id: CurrentParticipant, session: SessionDep) -> uuid.UUID:
+    if not await service.is_admin(session, participant_id):
+        raise Forbidden("the ops pages are for operators (`taskwire admin add <username>`)")
     return participant_id
 
 

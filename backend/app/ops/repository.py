@@ -49,7 +49,11 @@ def username_of(session: Session, participant_id: uuid.UUID) -> str | None:
     return session.scalar(select(User.username).where(User.participant_id == participant_id))
 
 
-def participant_ids_of(session: Session, usernames: list[str]) -> list[uuid.UUID]:
-    if not usernames:
-        return []
-    return list(session.scalars(select(User.participant_id).where(User.username.in_(usernames))))
+def operator_ids(session: Session) -> list[uuid.UUID]:
+    """Every operator account's participant id."""
+    return list(session.scalars(select(User.participant_id).where(User.is_operator)))
+
+
+def is_operator(session: Session, participant_id: uuid.UUID) -> bool:
+    """Whether this account is an operator's."""
+    return bool(session.scalar(select(User.is_operator).where(User.participant_id == participant_id)))

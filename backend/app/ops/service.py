@@ -8,8 +8,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.names import canonical_username
-from app.core.config import Settings
 from app.db.base import utcnow
 from app.metrics import latency
 from app.ops import repository
@@ -22,15 +20,9 @@ from app.tasks.registry import TaskRegistry
 LIST_LIMIT = 20
 
 
-def admin_usernames(settings: Settings) -> list[str]:
-    """ADMIN_USERNAMES, each in the canonical form usernames are stored in."""
-    return [canonical_username(name) for name in settings.admin_usernames.split(",") if name.strip()]
-
-
-async def is_admin(session: AsyncSession, settings: Settings, participant_id: uuid.UUID) -> bool:
-    """Whether the participant's username is one of ADMIN_USERNAMES."""
-    admins = admin_usernames(settings)
-    return bool(admins) and await session.run_sync(repository.username_of, participant_id) in admins
+async def is_admin(session: AsyncSession, participant_id: uuid.UUID) -> bool:
+    """Whether the participant's account is an operator's (`taskwire admin add`)."""
+    return await session.run_sync(repository.is_operator, participant_id)
 
 
 async def queue_depths(client: aioredis.Redis, registry: TaskRegistry) -> list[QueueDepth]:

@@ -1,5 +1,4 @@
-from app.core.config import Settings
-from app.ops.service import admin_usernames, kinds_health
+from app.ops.service import kinds_health
 from app.task_kinds import REGISTRY
 
 
@@ -22,9 +21,3 @@ def test_a_kind_is_available_while_one_worker_can_do_it_and_counts_only_able_slo
     assert health.slots == 10 and health.running == 1
     only_blind = kinds_health([blind], REGISTRY)["submission"]
     assert not only_blind.available and only_blind.reason == "no Chromium at /x" and only_blind.slots == 0
-
-
-def test_admin_usernames_are_canonical_and_blank_entries_ignored() -> None:
-    settings = Settings(admin_usernames=" Alice, ,ＢＯＢ ")
-    assert admin_usernames(settings) == ["alice", "bob"]
-    assert admin_usernames(Settings()) == []
