@@ -315,6 +315,12 @@ async def test_sign_in_never_leads_to_another_site(page: Page) -> None:
         "https://evil.example/",
         "/%5C%5Cevil.example",
         "javascript:alert(1)",
+        # Issue 25, finding 3: dot segments that leave a path of "//evil.example/".
+        "/.//evil.example/",
+        "/..//evil.example/",
+        "/%2E//evil.example/",
+        "/a/..//evil.example/",
+        "/.%5C/evil.example/",
     ):
         await page.get_by_role("button", name="Sign out").click()
         await page.goto(f"/login.html?next={sneaky}")
