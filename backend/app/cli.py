@@ -52,6 +52,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     listening = claim_port(host, port)  # before anything slow: a taken port ends this at once
     import uvicorn
 
+    from app.core.http_protocol import timed_http_protocol
     from app.main import begin_shutdown, create_app
 
     app = create_app(settings)
@@ -73,6 +74,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        http=timed_http_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s),
         # wsproto: the leanest of uvicorn's WebSocket implementations per idle socket (31 KiB
         # against 34 for websockets, docs/scaling.md), at no measured cost in fan-out.
         ws="wsproto",

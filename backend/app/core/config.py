@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # A request's headers must arrive within this of its first byte, and its body within the
+    # second of its headers, or the connection is closed (a trickling client holds nothing long).
+    http_header_timeout_s: float = Field(default=10, gt=0)
+    http_body_timeout_s: float = Field(default=60, gt=0)
     # "requests/seconds", counted in Redis across replicas.
     submit_rate_limit: str = Field(default="30/60", pattern=r"^\d+/\d+$")
     # Submits are refused (503 overloaded) while their queue holds this many tasks no worker
