@@ -385,6 +385,50 @@ async def test_the_preview_survives_an_endless_loop_and_runs_the_fix(page: Page)
     await expect(page.frame_locator("#preview").locator("#out")).to_have_text("after", timeout=10_000)
 
 
+# Issue 25: ways a page's own code switched the preview's loop guard off and froze the tab.
+GUARD_EVASIONS = {
+    "the guard replaced": "for (const k of Object.getOwnPropertyNames(window)) if (k.startsWith('__taskwire')) "
+    "{ try { window[k] = () => {}; } catch (e) {} }\nwhile (true) {}",
+    "the guard shadowed": "function spin() { const __taskwireLoopGuard = () => {}; while (true) {} }\nspin();",
+    "the clock stopped": "performance.now = () => 0; Performance.prototype.now = () => 0; Date.now = () => 0;"
+    "\nwhile (true) {}",
+    "the channel cut": "MessagePort.prototype.postMessage = () => {}; window.MessageChannel = function () {};"
+    "\nwhile (true) {}",
+    "the stop caught": "for (;;) {\n  try { while (true) {} } catch (e) {}\n}",
+    "a handler's loop": "",  # in the HTML below
+}
+
+
+@pytest.mark.parametrize("evasion", sorted(GUARD_EVASIONS))
+async def test_the_preview_loop_guard_cannot_be_switched_off_by_the_page(page: Page, evasion: str) -> None:
+    await register(page)
+    await page.goto("/exercise.html?id=html-first-page")
+    html = '<p id="out">waiting</p>'
+    if evasion == "a handler's loop":
+        html += '\n<img src="data:," onerror="let n = 0; while (n >= 0) { n++; }">'
+    await page.get_by_label("HTML").fill(html)
+    await page.get_by_label("JavaScript").fill(GUARD_EVASIONS[evasion])
+    await expect(page.locator("#preview-note")).to_contain_text("stopped a loop", timeout=10_000)
+    # Still the learner's tab: the fixed code runs.
+    await page.get_by_label("HTML").fill('<p id="out">waiting</p>')
+    await page.get_by_label("JavaScript").fill("document.getElementById('out').textContent = 'fixed';")
+    await expect(page.frame_locator("#preview").locator("#out")).to_have_text("fixed", timeout=10_000)
+
+
+async def test_code_in_strings_does_not_run_in_the_preview(page: Page) -> None:
+    # eval, new Function and setTimeout("…") would run loops no guard was put in: the page's
+    # CSP (no 'unsafe-eval') refuses them.
+    await register(page)
+    await page.goto("/exercise.html?id=html-first-page")
+    await page.get_by_label("HTML").fill('<p id="out">waiting</p>')
+    await page.get_by_label("JavaScript").fill(
+        "let seen = [];\nfor (const run of [() => eval('1'), () => new Function('return 1')()]) "
+        "{ try { run(); seen.push('ran'); } catch (e) { seen.push(e.name); } }\n"
+        "document.getElementById('out').textContent = seen.join(' ');"
+    )
+    await expect(page.frame_locator("#preview").locator("#out")).to_have_text("EvalError EvalError")
+
+
 async def _slow_exercise_load(route: Route) -> None:
     await asyncio.sleep(1)
     await route.continue_()

@@ -4,7 +4,7 @@
 import { clearDraft, loadDraft, saveDraft } from "../drafts.js";
 import { pageNotes } from "../grading-feedback.js";
 import { call, connect, requireSession, setText } from "../layout.js";
-import { guardScript, protectHtmlScripts, protectLoops } from "../loop-guard.js";
+import { guardScript, newGuardName, protectHtmlScripts, protectLoops } from "../loop-guard.js";
 import { renderMarkdown } from "../markdown.js";
 import { createEditor } from "../../vendor/code-editor.js";
 
@@ -43,11 +43,13 @@ function updatePreview() {
   // The iframe is sandboxed without same-origin: the learner's script runs in its own origin.
   // End tags are matched in any case, as the HTML parser does ("</SCRIPT>" ends a script too).
   // Every loop gets a guard first, so `while (true) {}` stops after a second instead of hanging.
+  // The guard's name is new each time: code cannot be written to reach it.
+  const guard = newGuardName();
   const safeCss = css.replace(/<\/(style)/gi, "<\\/$1");
-  const safeJs = protectLoops(js).replace(/<\/(script)/gi, "<\\/$1");
+  const safeJs = protectLoops(js, guard).replace(/<\/(script)/gi, "<\\/$1");
   setText("preview-note", "");
   document.getElementById("preview").srcdoc =
-    `${guardScript()}<style>${safeCss}</style>${protectHtmlScripts(html)}<script>${safeJs}<\/script>`;
+    `${guardScript(guard)}<style>${safeCss}</style>${protectHtmlScripts(html, guard)}<script>${safeJs}<\/script>`;
 }
 
 // The preview reports a loop it stopped; only messages from its own frame count.
