@@ -115,6 +115,26 @@ CASES: list[tuple[dict[str, Any], bool]] = [
         },
         True,
     ),
+    (
+        {
+            "type": "assert_attribute",
+            "selector": "a",
+            "attribute": "href",
+            "operator": "same_origin",
+            "value": "https://example.org",
+        },
+        True,
+    ),
+    (
+        {
+            "type": "assert_attribute",
+            "selector": "a",
+            "attribute": "href",
+            "operator": "same_origin",
+            "value": "https://example.org.evil.example/docs",
+        },
+        False,
+    ),
     ({"type": "assert_style", "selector": "#title", "property": "color", "operator": "equals", "value": "red"}, True),
     ({"type": "assert_style", "selector": "#title", "property": "color", "operator": "equals", "value": "#f00"}, True),
     (
@@ -174,6 +194,14 @@ CASES: list[tuple[dict[str, Any], bool]] = [
             "type": "interaction_and_assert",
             "actions": [{"action": "type_text", "selector": "#i", "text": "héllo"}],
             "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "héllo"},
+        },
+        True,
+    ),
+    (  # fill replaces what type_text left
+        {
+            "type": "interaction_and_assert",
+            "actions": [{"action": "fill", "selector": "#i", "text": "again"}],
+            "then": {"type": "assert_text_content", "selector": "#out", "operator": "equals", "value": "again"},
         },
         True,
     ),
@@ -248,6 +276,45 @@ async def test_every_checkpoint_type_and_operator_passes_and_fails_where_it_shou
         }
         <= operators
     )
+
+
+# Issue 25: pages that passed a check without the skill it names; each must fail that check.
+WITHOUT_THE_SKILL = {
+    ("html-links-and-images", "The link points to MDN"): CodeFiles(
+        html='<a href="https://developer.mozilla.org@example.com/" target="_blank">MDN</a><img src="x.png" alt="a logo">'
+    ),
+    ("js-click-counter", "One click counts to 1"): CodeFiles(
+        html='<button id="add">Add</button><span id="count">0</span>',
+        js="document.querySelector('#add').onclick = () => { document.querySelector('#count').textContent = '3'; };",
+    ),
+    ("js-click-counter", "Two more clicks count to 3"): CodeFiles(
+        html='<button id="add">Add</button><span id="count">0</span>',
+        js="document.querySelector('#add').onclick = () => { document.querySelector('#count').textContent = '1'; };",
+    ),
+    ("js-greeting", "Greets whoever is typed"): CodeFiles(
+        html='<input id="name"><button id="greet">Greet</button><p id="greeting"></p>',
+        js="document.querySelector('#greet').onclick = () => { "
+        "document.querySelector('#greeting').textContent = 'Hello, Ada!'; };",
+    ),
+    ("js-hover-and-focus", "The box starts inactive"): CodeFiles(
+        html='<div class="box active">Hover me</div><input id="email"><p id="hint" hidden>hint</p>',
+        css=".box.active { background: gold; }",
+        js="document.querySelector('#email').onfocus = () => { document.querySelector('#hint').hidden = false; };",
+    ),
+    ("css-box-model", "Cards are spaced by 1em"): CodeFiles(
+        html='<div class="card">A card</div>',
+        css=".card { padding: 16px; border: 2px solid; margin-bottom: 1em; font-size: 0; }",
+    ),
+}
+
+
+@pytest.mark.parametrize(("exercise_id", "checkpoint"), sorted(WITHOUT_THE_SKILL))
+async def test_a_check_fails_a_page_that_lacks_the_skill_it_names(
+    pool: SandboxPool, exercise_id: str, checkpoint: str
+) -> None:
+    report, _ = await _grade(pool, EXERCISES[exercise_id], WITHOUT_THE_SKILL[(exercise_id, checkpoint)])
+    outcomes = {c["name"]: c["passed"] for c in report.checkpoints}
+    assert outcomes[checkpoint] is False, outcomes
 
 
 HEADING_EXERCISE = _exercise(

@@ -2,6 +2,7 @@
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,7 +17,21 @@ Operator = Literal[
     "greater_than",
     "less_than",
     "regex",
+    "same_origin",
 ]
+
+
+def url_origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL, as a browser writes an origin; None otherwise."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port not in (None, default) else "")
 
 
 class _Strict(BaseModel):
@@ -41,6 +56,10 @@ class _Assertion(_Strict):
             raise ValueError(f"operator {self.operator!r} needs a value")
         if self.operator == "regex":
             re.compile(str(self.value))
+        if self.operator == "same_origin" and getattr(self, "type", None) != "assert_attribute":
+            raise ValueError("same_origin compares a URL attribute (href, src): use it in assert_attribute")
+        if self.operator == "same_origin" and url_origin(str(self.value)) is None:
+            raise ValueError(f"same_origin needs an absolute http(s) URL, not {self.value!r}")
         return self
 
 
@@ -59,7 +78,8 @@ class AssertTextContent(_Assertion):
 
 
 class AssertAttribute(_Assertion):
-    """An attribute of the first element matching `selector` (`exists`: the attribute is present)."""
+    """An attribute of the first element matching `selector` (`exists`: the attribute is present;
+    `same_origin`: the URL it holds, resolved as the browser does, is on the origin of `value`)."""
 
     type: Literal["assert_attribute"]
     selector: str
@@ -91,14 +111,15 @@ Assertion = Annotated[
 class Action(_Strict):
     """One user action in the learner's page."""
 
-    action: Literal["click", "type_text", "hover", "focus"]
+    # `type_text` types after what the field holds; `fill` replaces it (select all, then type).
+    action: Literal["click", "type_text", "fill", "hover", "focus"]
     selector: str
     text: str | None = None
 
     @model_validator(mode="after")
     def _text_for_typing(self) -> "Action":
-        if self.action == "type_text" and self.text is None:
-            raise ValueError("type_text needs text")
+        if self.action in ("type_text", "fill") and self.text is None:
+            raise ValueError(f"{self.action} needs text")
         return self
 
 

@@ -9,6 +9,7 @@ from app.exercises.schemas import (
     AssertStyle,
     AssertTextContent,
     CustomScript,
+    url_origin,
 )
 
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
@@ -30,7 +31,10 @@ READER_JS = r"""
     }
     case 'attribute': {
       const el = first();
-      return el && el.hasAttribute(spec.attribute) ? el.getAttribute(spec.attribute) : null;
+      if (!el || !el.hasAttribute(spec.attribute)) return null;
+      const value = el.getAttribute(spec.attribute);
+      if (!spec.origin) return value;
+      try { return new URL(value, document.baseURI).origin; } catch (e) { return null; }
     }
     case 'style': {
       const el = first();
@@ -62,7 +66,9 @@ def reader_spec(check: ValueCheck) -> dict[str, Any]:
     if isinstance(check, AssertTextContent):
         return {"kind": "text", "selector": check.selector}
     if isinstance(check, AssertAttribute):
-        return {"kind": "attribute", "selector": check.selector, "attribute": check.attribute}
+        # same_origin: the browser resolves the URL (WHATWG rules: "https://a.org@b.org/" is on b.org).
+        origin = check.operator == "same_origin"
+        return {"kind": "attribute", "selector": check.selector, "attribute": check.attribute, "origin": origin}
     if isinstance(check, AssertStyle):
         return {"kind": "style", "selector": check.selector, "property": check.property, "expected": check.value}
     return {"kind": "script", "script": check.script}
@@ -133,6 +139,8 @@ def compare(operator: str, actual: Any, expected: Any) -> bool:
         return text.endswith(wanted)
     if operator == "regex":
         return re.search(wanted, text) is not None
+    if operator == "same_origin":
+        return text == url_origin(wanted)
     raise ValueError(f"unknown operator {operator!r}")
 
 

@@ -253,6 +253,8 @@ async def _perform(page: Page, action: Action) -> bool:
             await target.hover(timeout=ACTION_TIMEOUT_MS)
         elif action.action == "focus":
             await target.focus(timeout=ACTION_TIMEOUT_MS)
+        elif action.action == "fill":
+            await target.fill(action.text or "", timeout=ACTION_TIMEOUT_MS)
         else:
             await target.press_sequentially(action.text or "", timeout=ACTION_TIMEOUT_MS)
     except PlaywrightError:
