@@ -197,7 +197,7 @@ navigator.sendBeacon('http://127.0.0.1:{port}/beacon', 'secret-words');""",
             )
             report = await _grade(sandbox, _exercise([_waits(1.5)]), code)
             await asyncio.sleep(0.5)
-        assert sandbox.isolation is not None and sandbox.isolation.namespaces == (isolation == "auto")
+        assert sandbox.isolation.namespaces == (isolation == "auto")
     finally:
         await sandbox.close()
     assert report.passed
@@ -274,3 +274,20 @@ async def test_nothing_of_any_lane_is_left_when_the_pool_closes() -> None:
     while any(psutil.pid_exists(pid) for pid in family) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not [pid for pid in family if psutil.pid_exists(pid)]
+
+
+async def test_grading_is_refused_where_required_walls_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SANDBOX_ISOLATION=namespaces (compose's setting) on a host that cannot make them: say why,
+    # and grade nothing rather than grade without them.
+    monkeypatch.setattr("app.submissions.isolation.shutil.which", lambda _name: None)
+    sandbox = SandboxPool(
+        chromium_path="/usr/bin/chromium", max_concurrency=1, queue_timeout_s=5, timeout_s=5, isolation="namespaces"
+    )
+    try:
+        assert sandbox.unavailable() == "SANDBOX_ISOLATION=namespaces, but no unshare command (util-linux)"
+        with pytest.raises(PermanentError) as refused:
+            await _grade(sandbox, HEADING, CORRECT)
+        assert refused.value.code == "sandbox_unavailable"
+        assert sandbox.launches == 0
+    finally:
+        await sandbox.close()

@@ -94,11 +94,45 @@ def test_docker_compose_accepts_the_file() -> None:
     if compose is None:
         # .ci/run installs docker-compose, so this only skips on a developer machine without it.
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    result = subprocess.run(
-        [*compose, "-f", str(DOCKER / "compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        env={"JWT_SECRET": "x" * 32, "PATH": "/usr/bin:/bin:/usr/local/bin"},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    for files in (["compose.yml"], ["compose.yml", "compose.tls.yml"]):
+        result = subprocess.run(
+            [*compose, *(arg for name in files for arg in ("-f", str(DOCKER / name))), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            env={"JWT_SECRET": "x" * 32, "PATH": "/usr/bin:/bin:/usr/local/bin"},
+            check=False,
+        )
+        assert result.returncode == 0, (files, result.stderr)
+
+
+def test_grading_workers_refuse_to_grade_without_the_lanes_walls() -> None:
+    grading = yaml.safe_load((DOCKER / "compose.yml").read_text())["services"]["worker-grading"]
+    assert grading["environment"]["SANDBOX_ISOLATION"] == "namespaces"
+    # unshare and mount need seccomp and AppArmor out of the way, and a /proc without masks.
+    assert {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"} <= set(grading["security_opt"])
+    assert grading["cap_drop"] == ["ALL"] and "no-new-privileges:true" in grading["security_opt"]
+
+
+def test_https_in_front_redirects_plain_http_and_keeps_the_app_config() -> None:
+    plain, tls = (DOCKER / "nginx.conf").read_text(), (DOCKER / "nginx-tls.conf").read_text()
+    assert "listen 443 ssl;" in tls and "return 301 https://$host$request_uri;" in tls
+    assert 'Strict-Transport-Security "max-age=31536000"' in tls
+    # Everything the plain config does for the app, the TLS one does too.
+    for line in plain.splitlines():
+        if line.strip() and "listen 80" not in line:
+            assert line in tls, line
+    override = yaml.safe_load((DOCKER / "compose.tls.yml").read_text())["services"]["nginx"]
+    assert "443:443" in override["ports"] and any(v.startswith("./certs:") for v in override["volumes"])
+    assert "certs/" in (DOCKER / ".gitignore").read_text(), "keys stay out of git"
+
+
+def test_the_env_example_names_real_settings_and_a_persistent_secret() -> None:
+    from app.core.config import Settings
+
+    root = DOCKER.parent
+    example = (root / ".env.example").read_text()
+    names = [line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")]
+    compose_only = {"GRAFANA_ADMIN_PASSWORD"}
+    assert set(names) - compose_only <= {name.upper() for name in Settings.model_fields}, names
+    assert "JWT_SECRET=" in example and "openssl rand -hex 32" in example
+    assert ".env" in (root / ".gitignore").read_text().splitlines()

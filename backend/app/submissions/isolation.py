@@ -27,7 +27,10 @@ logger = logging.getLogger(__name__)
 
 IsolationSetting = Literal["auto", "namespaces", "process"]
 
+# A /proc of the lane's own: Chromium looks itself up there by the PID it sees (a host /proc
+# slowed a crash report to 5 s). A container that masks /proc paths refuses it: then without.
 _NAMESPACES = ("--net", "--pid", "--fork", "--mount", "--mount-proc", "--kill-child")
+_NAMESPACES_HOST_PROC = ("--net", "--pid", "--fork", "--mount", "--kill-child")
 MS_NOSUID, MS_NODEV = 2, 4
 
 
@@ -56,6 +59,7 @@ def detect_isolation(setting: IsolationSetting) -> Isolation:
         return Isolation((), namespaces=False, reason="no unshare command (util-linux)")
     tries: list[tuple[str, ...]] = [(unshare, *_NAMESPACES)] if os.geteuid() == 0 else []
     tries.append((unshare, "--user", "--map-root-user", *_NAMESPACES))
+    tries.append((unshare, "--user", "--map-root-user", *_NAMESPACES_HOST_PROC))
     why = ""
     with tempfile.TemporaryDirectory(prefix="taskwire-probe-") as target:
         # The lane's own first step, a tmpfs mount: a container may allow the namespaces and not that.

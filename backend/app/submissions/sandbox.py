@@ -110,7 +110,11 @@ class SandboxPool:
             "disk_mb": disk_mb,
         }
         self._isolation_setting = isolation
-        self._isolation: Isolation | None = None
+        # Found once, here (a probe of a few ms, made where the worker builds its handlers, off
+        # its event loop), so the worker's heartbeat says at once when grading cannot run.
+        self._isolation = detect_isolation(isolation)
+        level = logging.INFO if self._isolation.namespaces else logging.WARNING
+        logger.log(level, "grading lanes are isolated by %s", self._isolation.describe())
         self._lane_idle_s = lane_idle_s
         self._idle: list[Lane] = []
         self._busy: set[Lane] = set()
@@ -128,13 +132,13 @@ class SandboxPool:
         """Why grading cannot run here (no Chromium, no required isolation, a failed start), else None."""
         if missing := chromium_missing(self._chromium_path):
             return missing
-        if self._isolation is not None and self._isolation_setting == "namespaces" and not self._isolation.namespaces:
+        if self._isolation_setting == "namespaces" and not self._isolation.namespaces:
             return f"SANDBOX_ISOLATION=namespaces, but {self._isolation.reason}"
         return self._launch_error
 
     @property
-    def isolation(self) -> Isolation | None:
-        """How lanes are walled off here, once the first has been started."""
+    def isolation(self) -> Isolation:
+        """How lanes are walled off here."""
         return self._isolation
 
     async def grade(
@@ -229,10 +233,6 @@ class SandboxPool:
         return lane
 
     async def _start_lane(self) -> Lane:
-        if self._isolation is None:
-            self._isolation = await asyncio.to_thread(detect_isolation, self._isolation_setting)
-            level = logging.INFO if self._isolation.namespaces else logging.WARNING
-            logger.log(level, "grading lanes are isolated by %s", self._isolation.describe())
         if self._isolation_setting == "namespaces" and not self._isolation.namespaces:
             raise PermanentError("sandbox_unavailable", "grading is unavailable right now (no isolation)")
         self._starting += 1
