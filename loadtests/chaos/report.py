@@ -4,7 +4,7 @@ import statistics
 from typing import Any
 
 from loadtests.bench.report import machine
-from loadtests.chaos import bad_input, overload, steady
+from loadtests.chaos import bad_input, hostile, overload, steady
 from loadtests.chaos.scenarios import SCENARIOS, Scenario
 
 Results = dict[Scenario, list[dict[str, Any]]]
@@ -92,6 +92,36 @@ def _details(results: Results) -> list[str]:
             ],
         )
         lines.append("")
+    if "grading-floods" in by_key:
+        lines += ["### 10. Floods beside honest gradings, per run", ""]
+        lines += _rows(
+            by_key["grading-floods"],
+            [
+                ("honest gradings", "honest_graded", "d"),
+                ("not passed", "honest_wrong", "d"),
+                ("clean p50 s", "clean_p50_s", ".2f"),
+                ("clean max s", "clean_max_s", ".2f"),
+                ("beside floods p50 s", "flood_p50_s", ".2f"),
+                ("beside floods max s", "flood_max_s", ".2f"),
+                ("flooding pages", "floods", "d"),
+                ("of them timed out", "floods_timed_out", "d"),
+                ("lanes ended", "lanes_ended", "d"),
+                ("worker tree MB after", "worker_tree_mb", ".0f"),
+                ("largest process MB", "largest_process_mb", ".0f"),
+            ],
+        )
+        lines.append("")
+    if "never-reading-sockets" in by_key:
+        lines += ["### 11. Sockets that never read, per run", ""]
+        lines += _rows(
+            by_key["never-reading-sockets"],
+            [
+                ("replica grew MB", "replica_grown_mb", ".1f"),
+                ("sockets counted", "sockets_counted", ".0f"),
+                ("left after the idle timeout", "sockets_left", ".0f"),
+            ],
+        )
+        lines.append("")
     failed = [(s.title, f) for s, runs in results.items() for r in runs for f in r.get("failures", [])]
     if failed:
         lines += ["### Checks that failed", "", *(f"- {title}: {failure}" for title, failure in failed), ""]
@@ -175,6 +205,21 @@ def report(results: Results) -> str:
             "  close 4401 or 1009, or an `error` frame with the socket left open), no task row may exist",
             "  that was not answered `202`, no process may die, and the good requests' P99 in the mixed",
             f"  windows must stay within {bad_input.P99_BOUND}× of the clean ones.",
+            f"- Scenario 10: a grading worker joins the stack (`SANDBOX_TIMEOUT_S={hostile.SANDBOX_TIMEOUT_S}`, "
+            "3 lanes). "
+            f"{hostile.VICTIMS} honest learners submit a correct page every {hostile.VICTIM_INTERVAL_S} s each, "
+            f"{hostile.CLEAN_S:.0f} s alone,",
+            f"  then {hostile.FLOOD_S:.0f} s beside a learner whose pages flood their browser one after another "
+            f"({', '.join(hostile.FLOODS)}).",
+            "  Every honest grading must pass (none `timeout`); afterwards no process of the worker's tree",
+            f"  may hold over {hostile.PROCESS_BOUND_MB} MB, nor the tree more than its lanes' processes.",
+            f"- Scenario 11: one learner with a full history (1,000 envelopes, ~4.8 MB) opens "
+            f"{hostile.NEVER_READING} sockets on one",
+            "  replica that each ask for all of it from `0-0` and read nothing, while "
+            f"{hostile.STEADY_LEARNERS} learners keep up chats.",
+            f"  The replica may grow at most {hostile.REPLICA_GROWTH_BOUND_MB} MB, /metrics must count the "
+            f"sockets (the cap, {hostile.SOCKETS_CAP}, holds),",
+            f"  and none may be left once the idle timeout ({hostile.IDLE_TIMEOUT_S} s) has passed.",
             "",
             "## What the suite found",
             "",

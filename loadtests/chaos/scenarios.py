@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import redis
 
-from loadtests.chaos import overload
+from loadtests.chaos import hostile, overload
 from loadtests.chaos.bad_input import run_bad_input
 from loadtests.chaos.learner import Learner
 from loadtests.chaos.ledger import Ledger
@@ -123,5 +123,26 @@ SCENARIOS = (
     ),
     Scenario(
         "bad-input", "9. bad input mixed into good traffic", None, quick=False, zero_duplicates=True, run=run_bad_input
+    ),
+    Scenario(
+        "grading-floods",
+        "10. pages that flood their browser, beside honest gradings",
+        None,
+        quick=False,
+        zero_duplicates=True,
+        run=hostile.run_grading_floods,
+    ),
+    Scenario(
+        "never-reading-sockets",
+        "11. 40 sockets that ask for a whole history and read nothing",
+        None,
+        quick=False,
+        zero_duplicates=True,
+        settings=(
+            ("WS_IDLE_TIMEOUT_S", str(hostile.IDLE_TIMEOUT_S)),
+            ("WS_PING_INTERVAL_S", "1"),
+            ("WS_MAX_SOCKETS_PER_USER", str(hostile.SOCKETS_CAP)),
+        ),
+        run=hostile.run_never_reading_sockets,
     ),
 )
