@@ -15,7 +15,6 @@
 """
 
 import asyncio
-import contextlib
 import time
 import uuid
 from typing import Any
@@ -33,6 +32,7 @@ from loadtests.chaos.ledger import Ledger
 from loadtests.chaos.settle import settle_and_count
 from loadtests.chaos.stack import ChaosStack
 from tests.support.client import Account, StalledClient
+from tests.support.grading import process_tree, rss_mb
 from tests.support.stack import Worker
 
 EXERCISE = "css-flex-row"
@@ -80,19 +80,6 @@ async def _final(http: httpx.AsyncClient, url: str, account: Account, task_id: s
     return {"state": "unfinished", "error": None, "result": None}
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def _rss_mb(processes: list[psutil.Process]) -> float:
-    total = 0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total / 2**20
-
-
 async def run_grading_floods(stack: ChaosStack, http: httpx.AsyncClient, ledger: Ledger) -> dict[str, Any]:
     """Honest gradings beside flooding pages in one grading worker; the ledger's counts plus what floods did."""
     env = {**stack.env, "SANDBOX_TIMEOUT_S": str(SANDBOX_TIMEOUT_S), "SANDBOX_MAX_CONCURRENCY": "3"}
@@ -138,9 +125,9 @@ async def run_grading_floods(stack: ChaosStack, http: httpx.AsyncClient, ledger:
         await asyncio.gather(*(honest(v, i * VICTIM_INTERVAL_S / VICTIMS) for i, v in enumerate(victims)), hostile())
         counts = await settle_and_count(http, url, stack.redis.url, ledger, learners)
         await asyncio.sleep(3.0)  # a few seconds for ended lanes to be gone
-        tree = _tree(grader.process.pid)
-        counts["worker_tree_mb"] = _rss_mb(tree)
-        counts["largest_process_mb"] = max(_rss_mb([p]) for p in tree)
+        tree = process_tree(grader.process.pid)
+        counts["worker_tree_mb"] = rss_mb(tree)
+        counts["largest_process_mb"] = max(rss_mb([p]) for p in tree)
         counts["worker_processes"] = len(tree)
         log = grader.log_text()
     finally:
@@ -194,7 +181,7 @@ async def run_never_reading_sockets(stack: ChaosStack, http: httpx.AsyncClient, 
         publisher.publish(hoarder.participant_id, EnvelopeType.CHAT_DELTA, "hoard", {"delta": "y" * 4800})
     client.close()
     replica = stack.apis[0]
-    before = _rss_mb([psutil.Process(replica.process.pid)])
+    before = rss_mb([psutil.Process(replica.process.pid)])
     stalled: list[StalledClient] = []
     start = time.monotonic()
     load = [asyncio.create_task(lr.submit_every(http, STEADY_INTERVAL_S, start + 25)) for lr in learners]
@@ -204,7 +191,7 @@ async def run_never_reading_sockets(stack: ChaosStack, http: httpx.AsyncClient, 
             socket.send({"type": "resume", "last_id": "0-0"})
             stalled.append(socket)
         await asyncio.sleep(3.0)
-        grown = _rss_mb([psutil.Process(replica.process.pid)]) - before
+        grown = rss_mb([psutil.Process(replica.process.pid)]) - before
         counted = _open_sockets((await http.get(f"{replica.base_url}/metrics")).text)
         await asyncio.sleep(max(0.0, start + 25 - time.monotonic()))  # well past the idle timeout
         remaining = _open_sockets((await http.get(f"{replica.base_url}/metrics")).text)

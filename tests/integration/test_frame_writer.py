@@ -16,9 +16,10 @@ from websockets.asyncio.client import connect
 from wsproto.frame_protocol import FrameProtocol
 
 from app.core.processes import free_port
+from app.realtime.connection import ClientConnection
 from app.realtime.envelopes import attach_id
 from app.realtime.frames import text_frame
-from app.realtime.manager import ClientConnection, ConnectionManager
+from app.realtime.manager import ConnectionManager
 
 pytestmark = pytest.mark.integration
 

@@ -22,24 +22,11 @@ from app.exercises.schemas import CodeFiles, Exercise
 from app.submissions.isolation import detect_isolation
 from app.submissions.sandbox import GradeReport, SandboxPool
 from app.tasks.errors import PermanentError
+from tests.support.grading import synthetic_exercise
 
-
-def _exercise(checkpoints: list[dict[str, Any]]) -> Exercise:
-    named = [{"name": f"check {i}", "feedback": "hint", **c} for i, c in enumerate(checkpoints)]
-    return Exercise.model_validate(
-        {
-            "id": "synthetic",
-            "title": "t",
-            "topic": "html",
-            "description_md": "d",
-            "start_code": {},
-            "answer": {},
-            "checkpoints": named,
-        }
-    )
-
-
-HEADING = _exercise([{"type": "assert_text_content", "selector": "h1", "operator": "equals", "value": "My First Page"}])
+HEADING = synthetic_exercise(
+    [{"type": "assert_text_content", "selector": "h1", "operator": "equals", "value": "My First Page"}]
+)
 CORRECT = CodeFiles(html="<h1>My First Page</h1>")
 
 
@@ -95,7 +82,7 @@ async def test_a_flooding_page_neither_slows_another_learners_grading_nor_outliv
     loaded = asyncio.Event()
     hostile_code = CodeFiles(html="<h1>My First Page</h1>", js=FLOODS[flood])
     hostile = asyncio.ensure_future(
-        pool.grade(_exercise([_waits(30)]), hostile_code, lambda *step: loaded.set(), learner="mallory")
+        pool.grade(synthetic_exercise([_waits(30)]), hostile_code, lambda *step: loaded.set(), learner="mallory")
     )
     await asyncio.wait_for(loaded.wait(), 30)
     await asyncio.sleep(1.0)  # the flood is running
@@ -146,7 +133,7 @@ const pc = new RTCPeerConnection({{ iceServers: [{{ urls: 'stun:127.0.0.1:{port}
 pc.createDataChannel('leak');
 pc.createOffer().then(offer => pc.setLocalDescription(offer));""",
         )
-        report = await _grade(pool, _exercise([_waits(2)]), code)
+        report = await _grade(pool, synthetic_exercise([_waits(2)]), code)
         await asyncio.sleep(1.0)
     assert report.passed
     assert heard == [], f"the page sent {len(heard)} UDP packets to the host, e.g. {heard[:1]}"
@@ -195,7 +182,7 @@ async def test_the_page_reaches_no_service_on_the_hosts_loopback(isolation: str)
 new WebSocket('ws://127.0.0.1:{port}/ws'); new WebSocket('ws://localhost:{port}/ws');
 navigator.sendBeacon('http://127.0.0.1:{port}/beacon', 'secret-words');""",
             )
-            report = await _grade(sandbox, _exercise([_waits(1.5)]), code)
+            report = await _grade(sandbox, synthetic_exercise([_waits(1.5)]), code)
             await asyncio.sleep(0.5)
         assert sandbox.isolation.namespaces == (isolation == "auto")
     finally:
@@ -215,7 +202,7 @@ async def test_a_page_cannot_hold_more_memory_than_its_bound() -> None:
 try { while (held < 1536) { kept.push(new Uint8Array(64 * 1024 * 1024).fill(1)); held += 64; } } catch (e) {}
 document.body.dataset.held = held;""",
     )
-    exercise = _exercise(
+    exercise = synthetic_exercise(
         [
             {
                 "type": "assert_attribute",
@@ -250,7 +237,7 @@ const link = document.getElementById('get'); link.href = URL.createObjectURL(blo
         assert (await _grade(sandbox, HEADING, CORRECT)).passed  # the lane is up before measuring
         before = shutil.disk_usage(temp).used
         peak = 0
-        grading = asyncio.ensure_future(_grade(sandbox, _exercise([_waits(4)]), code))
+        grading = asyncio.ensure_future(_grade(sandbox, synthetic_exercise([_waits(4)]), code))
         while not grading.done():
             peak = max(peak, shutil.disk_usage(temp).used - before)
             await asyncio.sleep(0.05)

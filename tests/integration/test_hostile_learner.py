@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import redis
 from websockets.asyncio.client import connect
@@ -27,6 +26,7 @@ from app.realtime.publisher import EnvelopePublisher
 from tests.conftest import with_own_database
 from tests.support.client import Account, StalledClient, finished_tasks, open_socket, register
 from tests.support.databases import database
+from tests.support.grading import process_tree, rss_mb
 from tests.support.stack import ApiServer, Worker, make_operator, migrate
 
 FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}  # 'A' → 'Ａ'
@@ -123,19 +123,6 @@ FLOODING_PAGES = {
 }
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def _rss_mb_of(processes: list[psutil.Process]) -> float:
-    total = 0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total / 2**20
-
-
 @pytest.mark.parametrize("flood", sorted(FLOODING_PAGES))
 async def test_hole_1_a_flooding_page_fails_no_other_grading_and_leaves_nothing_behind(
     grading_stack: tuple[dict[str, str], ApiServer, Worker], grading_http: httpx.AsyncClient, flood: str
@@ -164,12 +151,12 @@ async def test_hole_1_a_flooding_page_fails_no_other_grading_and_leaves_nothing_
     # its bound, and the whole tree is the size of a worker with idle lanes.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        tree = _tree(worker.process.pid)
-        if _rss_mb_of(tree) < 2500:
+        tree = process_tree(worker.process.pid)
+        if rss_mb(tree) < 2500:
             break
         await asyncio.sleep(0.2)
-    assert _rss_mb_of(tree) < 2500, f"the worker's tree holds {_rss_mb_of(tree):.0f} MB after the flood"
-    biggest = max(_rss_mb_of([p]) for p in tree)
+    assert rss_mb(tree) < 2500, f"the worker's tree holds {rss_mb(tree):.0f} MB after the flood"
+    biggest = max(rss_mb([p]) for p in tree)
     assert biggest < 1024, f"one process of the worker's tree holds {biggest:.0f} MB"
     new_lines = worker.log_text().splitlines()[log_lines:]
     assert len(new_lines) < 100, f"the flood wrote {len(new_lines)} lines to the worker's log"

@@ -13,6 +13,7 @@ from app.exercises.repository import all_exercises
 from app.exercises.schemas import CodeFiles, Exercise
 from app.submissions.sandbox import GradeReport, SandboxPool
 from app.tasks.errors import PermanentError
+from tests.support.grading import synthetic_exercise
 
 EXERCISES = all_exercises()
 
@@ -232,27 +233,12 @@ CASES: list[tuple[dict[str, Any], bool]] = [
 ]
 
 
-def _exercise(checkpoints: list[dict[str, Any]]) -> Exercise:
-    named = [{"name": f"check {i}", "feedback": "hint", **c} for i, c in enumerate(checkpoints)]
-    return Exercise.model_validate(
-        {
-            "id": "synthetic",
-            "title": "t",
-            "topic": "html",
-            "description_md": "d",
-            "start_code": {},
-            "answer": {},
-            "checkpoints": named,
-        }
-    )
-
-
 async def test_every_checkpoint_type_and_operator_passes_and_fails_where_it_should() -> None:
     # All 47 checks in one page, one of them waiting 2 s for an element that never comes: ~4 s
     # on a slow day, so this runs under the production time limit (15 s), not the module's 5 s.
     pool = SandboxPool(chromium_path="/usr/bin/chromium", max_concurrency=1, queue_timeout_s=30, timeout_s=15)
     try:
-        report, _ = await _grade(pool, _exercise([case for case, _ in CASES]), PAGE)
+        report, _ = await _grade(pool, synthetic_exercise([case for case, _ in CASES]), PAGE)
     finally:
         await pool.close()
     outcomes = [c["passed"] for c in report.checkpoints]
@@ -317,7 +303,7 @@ async def test_a_check_fails_a_page_that_lacks_the_skill_it_names(
     assert outcomes[checkpoint] is False, outcomes
 
 
-HEADING_EXERCISE = _exercise(
+HEADING_EXERCISE = synthetic_exercise(
     [{"type": "assert_text_content", "selector": "h1", "operator": "equals", "value": "My First Page"}]
 )
 
@@ -433,7 +419,7 @@ async def test_a_rule_that_also_styles_the_expectation_passes_no_style_check(
 
 async def test_styles_are_compared_in_computed_form() -> None:
     # 'red' == '#f00', '1em' == the element's font size, '50%' == half the parent's width.
-    exercise = _exercise(
+    exercise = synthetic_exercise(
         [
             {"type": "assert_style", "selector": "#t", "property": "color", "operator": "equals", "value": "#f00"},
             {"type": "assert_style", "selector": "#t", "property": "margin-top", "operator": "equals", "value": "1em"},

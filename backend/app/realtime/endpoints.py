@@ -12,8 +12,9 @@ from redis.exceptions import RedisError
 from app.core.config import Settings
 from app.core.logging import bind_log_context
 from app.core.security import InvalidToken, decode_access_token
+from app.realtime.connection import ClientConnection
 from app.realtime.envelopes import CloseCode, ControlType, control_frame, is_stream_id
-from app.realtime.manager import ClientConnection, ConnectionManager
+from app.realtime.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

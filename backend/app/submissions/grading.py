@@ -24,6 +24,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from app.exercises.schemas import Action, AssertStyle, CodeFiles, Exercise, InteractionCheckpoint
 from app.submissions.checks import READER_JS, ValueCheck, reader_spec, verdict
+from app.submissions.lanes import ProgressReporter
 
 PAGE_URL = "http://sandbox.taskwire.invalid/"
 ACTION_TIMEOUT_MS = 2000
@@ -32,7 +33,6 @@ MAX_BLOCKED_KEPT = 20  # failed requests listed
 MAX_BLOCKED_COUNTED = 1000  # failed requests counted; past it nobody listens (the count says "or more")
 MAX_DIALOG_SAMPLES = 5
 
-ProgressReporter = Callable[[str, str, float], None]
 # Turns a style check's expected value into the browser's computed form, away from the learner's page.
 StyleNormaliser = Callable[[dict[str, Any]], Awaitable[str]]
 

@@ -113,12 +113,3 @@ def tree_of(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its descendants."""
-    total = 0
-    for process in tree_of(pid):
-        with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total

@@ -132,10 +132,6 @@ class Lane:
         """Whether the lane process is still running."""
         return self._process.returncode is None
 
-    def processes(self) -> int:
-        """How many processes the lane has now (its browser's included)."""
-        return len(tree_of(self.pid))
-
     def yield_cpu(self, idle: bool = True) -> bool:
         """Put every thread of the lane under SCHED_IDLE (or back under SCHED_OTHER); False where not allowed.
 

@@ -8,9 +8,10 @@ from starlette.websockets import WebSocketState
 
 from app.metrics import registry as metrics
 from app.realtime.bus import BusListener
+from app.realtime.connection import ClientConnection
 from app.realtime.envelopes import CloseCode, attach_id, user_channel
 from app.realtime.history import HistoryEntry
-from app.realtime.manager import ClientConnection, ConnectionManager
+from app.realtime.manager import ConnectionManager
 
 
 class RecordingSocket:
