@@ -90,10 +90,14 @@ async def test_a_flooding_page_neither_slows_another_learners_grading_nor_outliv
     assert renderers, "the hostile page's renderer was found"
     # Graded within its own time limit (5 s) beside the flood; how long it took is make chaos's to tell.
     report = await _grade(pool, HEADING, CORRECT, learner="alice")
-    with pytest.raises(PermanentError) as failure:
-        await hostile
+    # The flooding page never passes: it runs out its time, crashes, or (out of memory, its
+    # check's own promise refused) is graded failing that check.
+    try:
+        outcome: object = (await hostile).passed
+    except PermanentError as failure:
+        outcome = failure.code
     ended = time.monotonic()
-    assert failure.value.code in ("timeout", "page_crashed"), failure.value
+    assert outcome in ("timeout", "page_crashed", False), outcome
     assert report.passed, report.checkpoints
     while any(psutil.pid_exists(pid) for pid in renderers) and time.monotonic() - ended < 3:
         await asyncio.sleep(0.1)

@@ -231,7 +231,16 @@ class Grading:
         """Read the value in a fresh isolated world, then judge it here."""
         try:
             read = await _read_isolated(page, self.context, reader_spec(check))
-        except PlaywrightError:
+        except PlaywrightError as exc:
+            # The page's renderer (or the lane's browser, out of memory) may be gone before its
+            # crash event arrives: that is a crash, not a failed check.
+            browser = self.context.browser
+            if (
+                "crashed" in str(exc).lower()
+                or page.is_closed()
+                or (browser is not None and not browser.is_connected())
+            ):
+                self.crashed = True
             self._raise_if_crashed()
             return False
         if isinstance(check, AssertStyle) and isinstance(read, dict):  # its expectation is normalised apart

@@ -113,3 +113,18 @@ def tree_of(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+CAP_SYS_NICE = 23
+
+
+def may_raise_priority() -> bool:
+    """Whether this process may take a thread back from SCHED_IDLE (CAP_SYS_NICE; root has it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError):
+        pass
+    return False

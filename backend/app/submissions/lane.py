@@ -11,8 +11,8 @@ browser's profile, temporary files and shared memory live in the tmpfs.
 Protocol: one JSON job per line on stdin (`{"exercise", "code"}`); on the pipe that was stdout,
 one JSON message per line: `ready` once, then per job `accepted` (its browser context is
 open), any number of `progress`, and one of `graded` or `error`, with `clean` (the page's
-context closed in time). fd 1 itself is
-pointed at stderr, so nothing Chromium or Node print can break a message.
+context closed in time). fd 1 itself is pointed at stderr, so nothing Chromium or Node print
+can break a message.
 """
 
 import asyncio
@@ -74,12 +74,16 @@ class ReferencePage:
         self._browser = browser
         self._page: Page | None = None
 
-    async def normalise(self, spec: dict[str, Any]) -> str:
-        """The expected value of a style check as the browser computes it."""
+    async def open(self) -> Page:
+        """The page, opened when it is not (at the lane's start, so no grading pays for it)."""
         if self._page is None or self._page.is_closed():
             context = await self._browser.new_context()
             self._page = await context.new_page()
-        return str(await self._page.evaluate(NORMALISE_JS, spec))
+        return self._page
+
+    async def normalise(self, spec: dict[str, Any]) -> str:
+        """The expected value of a style check as the browser computes it."""
+        return str(await (await self.open()).evaluate(NORMALISE_JS, spec))
 
 
 def bound_resources(config: LaneConfig) -> None:
@@ -161,8 +165,9 @@ async def serve(config: LaneConfig, out: Messages) -> int:
     reader = asyncio.StreamReader(limit=MAX_JOB_BYTES)
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out.send(ready={"pid": os.getpid(), "browser": browser.version})
     reference = ReferencePage(browser)
+    await reference.open()
+    out.send(ready={"pid": os.getpid(), "browser": browser.version})
     # A browser that goes while the lane waits for work ends the lane, so the worker sees it gone.
     gone = asyncio.Event()
     browser.on("disconnected", lambda _: gone.set())

@@ -67,6 +67,14 @@ def lane_environment(tmp_dir: str) -> dict[str, str]:
     }
 
 
+def _prepare_child(yielding: bool) -> None:
+    # In the lane's first process, before exec: it dies with the thread that started it, and a
+    # spare runs on what CPU the gradings leave (its children inherit both).
+    die_with_parent(signal.SIGKILL)
+    if yielding:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 class LaneFailed(Exception):
     """The lane could not start, or ended (or broke its protocol) before answering."""
 
@@ -89,8 +97,12 @@ class Lane:
         self.idle_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    async def start(cls, isolation: Isolation, config: dict[str, Any], timeout_s: float) -> "Lane":
-        """A lane with its browser up; LaneFailed (with the reason) if it did not come up in time."""
+    async def spawn(cls, isolation: Isolation, config: dict[str, Any], *, yielding: bool = False) -> "Lane":
+        """A lane process, started; `ready` waits for its browser.
+
+        `yielding`: every process of the lane starts under SCHED_IDLE (a spare, started while
+        gradings run), to be taken back with `yield_cpu(idle=False)` when it is put to work.
+        """
         tmp_dir = tempfile.mkdtemp(prefix="taskwire-lane-")
         lane_config = LaneConfig(**config, tmp_dir=tmp_dir, namespaces=isolation.namespaces)
         process = await asyncio.create_subprocess_exec(
@@ -105,22 +117,27 @@ class Lane:
             limit=MAX_MESSAGE_BYTES,
             env=lane_environment(tmp_dir),
             start_new_session=True,  # a Ctrl-C to the worker's terminal is the worker's to handle
-            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),
+            preexec_fn=functools.partial(_prepare_child, yielding),
         )
         lane = cls(process, tmp_dir)
+        lane.yielding = yielding
+        return lane
+
+    async def ready(self, timeout_s: float) -> None:
+        """Wait for the lane's browser; the lane is killed and LaneFailed (with the reason) raised
+        if it did not come up in time."""
         try:
             async with asyncio.timeout(timeout_s):
-                first = await lane._next_message()
+                first = await self._next_message()
         except (TimeoutError, LaneFailed) as exc:
-            await lane.kill()
+            await self.kill()
             raise LaneFailed(f"the grading browser did not start: {exc or 'timed out'}") from None
         except BaseException:
-            await lane.kill()
+            await self.kill()
             raise
         if "ready" not in first:
-            await lane.kill()
+            await self.kill()
             raise LaneFailed(str(first.get("failed", first))[:300])
-        return lane
 
     @property
     def pid(self) -> int:

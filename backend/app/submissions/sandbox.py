@@ -13,13 +13,13 @@ fresh one takes its place. Each learner has at most `per_learner` gradings in th
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.exercises.schemas import CodeFiles, Exercise
 from app.submissions.chromium import chromium_missing
-from app.submissions.isolation import Isolation, IsolationSetting, detect_isolation
+from app.submissions.isolation import Isolation, IsolationSetting, detect_isolation, may_raise_priority
 from app.submissions.lanes import Lane, LaneBroken, LaneFailed, ProgressReporter
 from app.tasks.errors import PermanentError
 
@@ -116,11 +116,17 @@ class SandboxPool:
         level = logging.INFO if self._isolation.namespaces else logging.WARNING
         logger.log(level, "grading lanes are isolated by %s", self._isolation.describe())
         self._lane_idle_s = lane_idle_s
+        # Spares start under SCHED_IDLE, out of the gradings' way, only where their priority can
+        # be taken back when one is put to work (CAP_SYS_NICE); elsewhere lanes start when needed.
+        self._warm_spares = may_raise_priority()
         self._idle: list[Lane] = []
         self._busy: set[Lane] = set()
-        self._starting = 0
-        self._spares: set[asyncio.Task[None]] = set()
-        self._closing: set[asyncio.Task[None]] = set()
+        # Lanes alive or starting: never more than `max_concurrency`, so memory is bounded too.
+        self._lanes = 0
+        self._lane_freed = asyncio.Condition()
+        self._spares: set[asyncio.Task[None]] = set()  # lanes starting for the next grading
+        self._spare_starting: Lane | None = None
+        self._background: set[asyncio.Task[None]] = set()  # lanes closing
         self._closed = False
         self.active = 0
         self.peak = 0
@@ -209,9 +215,9 @@ class SandboxPool:
             await self._end_lane(lane, "its page crashed" if crashed else "its page did not close in time")
         elif not restored or lane.gradings >= LANE_MAX_GRADINGS:
             self._busy.discard(lane)
-            self._in_background(lane.close())
+            self._in_background(self._retire(lane))
         else:
-            self._keep(lane)
+            await self._keep(lane)
         if error:
             if error.get("code") == "page_crashed":
                 raise _crashed()
@@ -219,72 +225,101 @@ class SandboxPool:
         return _report(answer["graded"])
 
     async def _take_lane(self) -> Lane:
-        """An idle lane, or a new one; a spare is started behind it so the next grading need not wait."""
-        while self._idle:
-            lane = self._idle.pop()
-            if lane.idle_timer is not None:
-                lane.idle_timer.cancel()
-            if lane.alive:
-                self._start_spare()
+        """An idle lane, or a new one while there are fewer than `max_concurrency`; else wait for one."""
+        while True:
+            while self._idle:
+                lane = self._idle.pop()
+                if lane.idle_timer is not None:
+                    lane.idle_timer.cancel()
+                if lane.alive and (not lane.yielding or lane.yield_cpu(idle=False)):
+                    if self._warm_spares:
+                        self._start_spare()
+                    return lane
+                await self._end_lane(lane, "it had ended while idle")
+            if self._spare_starting is not None:
+                # A grading is waiting for it now: it starts at full speed, and this waits for it
+                # (it is ahead of any lane started from here).
+                self._spare_starting.yield_cpu(idle=False)
+            elif self._lanes < self._max:
+                lane = await self._start_lane()
+                if self._warm_spares:
+                    self._start_spare()
                 return lane
-            await self._end_lane(lane, "it had ended while idle")
-        lane = await self._start_lane()
-        self._start_spare()
-        return lane
+            # A spare is on its way, or every lane exists (one closing): wait for a lane.
+            async with self._lane_freed:
+                await self._lane_freed.wait_for(
+                    lambda: bool(self._idle) or (self._spare_starting is None and self._lanes < self._max)
+                )
 
-    async def _start_lane(self) -> Lane:
+    async def _start_lane(self, *, spare: bool = False) -> Lane:
         if self._isolation_setting == "namespaces" and not self._isolation.namespaces:
             raise PermanentError("sandbox_unavailable", "grading is unavailable right now (no isolation)")
-        self._starting += 1
+        self._lanes += 1
         try:
-            lane = await Lane.start(self._isolation, self._lane_config, LANE_START_TIMEOUT_S)
+            lane = await Lane.spawn(self._isolation, self._lane_config, yielding=spare and self._warm_spares)
+            if spare:
+                self._spare_starting = lane
+            try:
+                await lane.ready(LANE_START_TIMEOUT_S)
+            finally:
+                if spare:
+                    self._spare_starting = None
         except (LaneFailed, OSError) as exc:
+            await self._lane_gone()
             logger.error("could not start a grading lane", extra={"path": self._chromium_path, "error": str(exc)})
             self._launch_error = f"the grading browser at {self._chromium_path} did not start: {exc}"
             raise PermanentError(
                 "sandbox_unavailable", "grading is unavailable right now (no browser could be started)"
             ) from None
-        finally:
-            self._starting -= 1
+        except BaseException:
+            await asyncio.shield(self._lane_gone())
+            raise
         self._launch_error = None
         self.launches += 1
         logger.info("sandbox browser launched", extra={"launches": self.launches, "lane": lane.pid})
         return lane
 
     def _start_spare(self) -> None:
-        lanes = len(self._idle) + len(self._busy) + self._starting
-        if self._closed or self._idle or self._spares or lanes + 1 >= self._max:
-            return
-        spare = asyncio.ensure_future(self._warm_spare())
-        self._spares.add(spare)
-        spare.add_done_callback(self._spares.discard)
-
-    def _in_background(self, closing: Any) -> None:
-        task = asyncio.ensure_future(closing)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Start a lane in the background for the next grading, when none is idle or starting."""
+        if not self._closed and not self._idle and not self._spares and self._lanes < self._max:
+            spare = asyncio.ensure_future(self._warm_spare())
+            self._spares.add(spare)
+            spare.add_done_callback(self._spares.discard)
 
     async def _warm_spare(self) -> None:
         with contextlib.suppress(PermanentError):
-            lane = await self._start_lane()
+            lane = await self._start_lane(spare=True)
             if self._closed:
-                await lane.close()
+                await self._retire(lane)
             else:
-                self._keep(lane, busy=False)
+                await self._keep(lane)
 
-    def _keep(self, lane: Lane, *, busy: bool = True) -> None:
-        if busy:
-            self._busy.discard(lane)
+    async def _keep(self, lane: Lane) -> None:
+        self._busy.discard(lane)
         self._idle.append(lane)
         lane.idle_timer = asyncio.get_running_loop().call_later(self._lane_idle_s, self._retire_idle, lane)
+        async with self._lane_freed:
+            self._lane_freed.notify()
 
     def _retire_idle(self, lane: Lane) -> None:
         if lane in self._idle:
             self._idle.remove(lane)
-            self._in_background(lane.close())
+            self._in_background(self._retire(lane))
+
+    async def _retire(self, lane: Lane) -> None:
+        """Close a lane that did nothing wrong (idle too long, due, or not to be kept)."""
+        try:
+            await lane.close()
+        finally:
+            await self._lane_gone()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _end_lane(self, lane: Lane, why: str) -> None:
-        """Kill a lane whole, by PID; the next grading gets a fresh one."""
+        """Kill a lane whole, by PID; a fresh one is started behind it."""
         self._busy.discard(lane)
         self.kills += 1
         logger.warning(
@@ -292,16 +327,29 @@ class SandboxPool:
             why,
             extra={"lane": lane.pid, "kills": self.kills, "stderr": lane.stderr_tail()[-500:]},
         )
-        await lane.kill()
+        try:
+            await lane.kill()
+        finally:
+            await self._lane_gone()
+        # A replacement: the grading this lane served is over, so it starts out of anyone's way
+        # even where spares cannot start yielding.
+        self._start_spare()
+
+    async def _lane_gone(self) -> None:
+        self._lanes -= 1
+        async with self._lane_freed:
+            self._lane_freed.notify()
 
     async def close(self) -> None:
         """End every lane and its browser."""
         self._closed = True
         for spare in list(self._spares):
-            spare.cancel()
+            spare.cancel()  # a lane cancelled while it starts is killed (Lane.start)
         lanes, self._idle = [*self._idle, *self._busy], []
         self._busy.clear()
-        await asyncio.gather(*(lane.close() for lane in lanes), *self._closing, return_exceptions=True)
+        await asyncio.gather(
+            *(lane.close() for lane in lanes), *self._spares, *self._background, return_exceptions=True
+        )
 
 
 def _crashed() -> PermanentError:
